@@ -1,0 +1,33 @@
+"""jaxwm: world models for reinforcement learning in JAX/Flax (CASCADE and its neighbours)."""
+from setuptools import find_packages, setup
+
+setup(
+    name="jaxwm",
+    version="0.1.0",
+    description="JAX/Flax world models for RL: CASCADE, Dreamer, Plan2Explore, TD-MPC, FOWM, ...",
+    long_description=open("README.md").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["jaxwm", "jaxwm.*"]),
+    python_requires=">=3.11",
+    install_requires=[
+        "jax>=0.6",
+        "flax>=0.10",
+        "optax",
+        "chex",
+        "distrax",
+        "envpool>=1.2.5",
+        "dm-control>=1.0.20",
+        # dm-control 1.0.50 breaks with mujoco 4.0 ('MjModel' has no attribute 'flex_vertedge').
+        "mujoco==3.17.0",
+        "orbax-checkpoint",
+        "absl-py",
+        "ml-collections",
+        "tensorboardX",
+        "matplotlib",
+        "imageio",
+        "tqdm",
+        "rliable",
+        "numpy",
+    ],
+    extras_require={"test": ["pytest", "hypothesis"]},
+)
