@@ -1,0 +1,57 @@
+"""`make(name, num_envs, seed, **overrides)`: the suite is inferred from the name.
+
+- Atari:          envpool ids '<Game>-v5' (e.g. 'Pong-v5')                 -> AtariEnv
+- DMC states:     envpool ids '<Domain><Task>-v1' (e.g. 'WalkerWalk-v1')   -> DmcStateEnv
+- MiniGrid:       envpool ids 'MiniGrid-*' (e.g. 'MiniGrid-FourRooms-v0')  -> MiniGridEnv
+- Craftax Classic: 'Craftax-Classic-Pixels-v1', 'Craftax-Classic-Symbolic-v1' -> CraftaxClassicEnv
+- DMC pixels:     'dmc:<domain>_<task>' (e.g. 'dmc:walker_walk')           -> DmcPixelsEnv
+"""
+import difflib
+import functools
+
+from jaxwm.envs import base, envpool_envs
+
+_ENVPOOL_SUITES = {
+    'envpool.atari': envpool_envs.AtariEnv,
+    'envpool.mujoco.dmc': envpool_envs.DmcStateEnv,
+    'envpool.minigrid': envpool_envs.MiniGridEnv,
+}
+_CRAFTAX = ('Craftax-Classic-Pixels-v1', 'Craftax-Classic-Symbolic-v1')
+
+
+@functools.cache
+def _envpool_ids() -> dict:
+    """Supported envpool id -> env class."""
+    from envpool.registration import registry
+    ids = {name: _ENVPOOL_SUITES[spec[0]] for name, spec in registry.specs.items()
+           if spec[0] in _ENVPOOL_SUITES}
+    return ids | {name: envpool_envs.CraftaxClassicEnv for name in _CRAFTAX}
+
+
+@functools.cache
+def _dmc_ids() -> tuple:
+    from jaxwm.envs import dmc_pixels
+    return tuple(f'dmc:{name}' for name in dmc_pixels.dmc_task_names())
+
+
+def supported_ids() -> list:
+    """Every name `make` accepts."""
+    return sorted(_envpool_ids()) + list(_dmc_ids())
+
+
+def make(name: str, num_envs: int, seed: int = 0, **overrides) -> base.Env:
+    """Builds a batch of `num_envs` environments `name` (see the module docstring) seeded by
+    `seed`. `overrides` are suite options (e.g. size=64, action_repeat=2, obs='image'|'vector',
+    max_episode_steps=...); each suite class documents its own in `OPTIONS`.
+    Raises ValueError for an unknown name (listing close matches) or a bad override."""
+    if name.startswith('dmc:'):
+        if name in _dmc_ids():
+            from jaxwm.envs import dmc_pixels
+            return dmc_pixels.DmcPixelsEnv(name, num_envs, seed, **overrides)
+    elif name in _envpool_ids():
+        return _envpool_ids()[name](name, num_envs, seed, **overrides)
+    candidates = _dmc_ids() if name.startswith('dmc:') else supported_ids()
+    close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.5)
+    hint = f' Close matches: {close}.' if close else ''
+    raise ValueError(f'Unknown environment name {name!r}.{hint} See '
+                     f'jaxwm.envs.supported_ids() for all {len(supported_ids())} names.')

@@ -1,0 +1,215 @@
+"""The Dreamer world model: encoders, RSSM, decoders, reward and discount heads, and its loss.
+
+Variants by config (`jaxwm/agents/dreamer/config.py`): DreamerV2 (discrete 32x32 latents, KL
+balancing alpha = 0.8; Hafner et al. 2021, Sec. 2), DreamerV1 / PlaNet (Gaussian latents,
+Hafner et al. 2019/2020), DreamerV3 (unimix 0.01, two-hot symlog reward, dyn 0.5 / rep 0.1 KL with
+1 free nat per sample: set kl_scale 0.6, kl_balance 5/6, kl_free 1, kl_free_avg False; Hafner et
+al. 2023). Batches are time-major dicts: obs keys [T, B, ...] ('image' uint8 [.., 64, 64, C],
+'vector' float [.., D]), 'action' [T, B] int or [T, B, A] float (taken after observing o_t),
+'reward' [T, B] (received on arriving at o_t), 'is_first', 'is_terminal' [T, B] bool.
+"""
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from jaxwm import distributions as dists
+from jaxwm.models import rssm
+from jaxwm.nn import MLP, ConvDecoder, ConvEncoder
+from jaxwm.types import TrainState, adam
+from jaxwm.utils import scan_gradient_steps
+
+REWARD_HEADS = ("normal", "twohot")
+
+
+def image_keys(obs_space: dict) -> list:
+    return sorted(k for k, s in obs_space.items() if len(s.shape) == 3)
+
+
+def vector_keys(obs_space: dict) -> list:
+    return sorted(k for k, s in obs_space.items() if len(s.shape) == 1)
+
+
+class WorldModelNet(nn.Module):
+    """All parameterized parts of the world model; used only through `apply` with a method."""
+    config: Any
+    obs_shapes: tuple            # ((key, shape), ...) for the observation keys that are modelled
+    action_size: int
+
+    def setup(self):
+        c = self.config
+        if c.reward_head not in REWARD_HEADS:
+            raise ValueError(f"model.reward_head={c.reward_head!r} is not one of {REWARD_HEADS}")
+        shapes = dict(self.obs_shapes)
+        mlp = (c.mlp_units,) * c.mlp_layers
+        self.encoders = {k: (ConvEncoder(c.cnn_depth, c.act, c.cnn_impl) if len(s) == 3
+                             else MLP(mlp, act=c.act)) for k, s in shapes.items()}
+        self.decoders = {k: (ConvDecoder(s[-1], c.cnn_depth, c.act, c.cnn_impl) if len(s) == 3
+                             else MLP(mlp, out=s[0], act=c.act)) for k, s in shapes.items()}
+        self.cell = make_cell(c)
+        reward_out = c.reward_bins if c.reward_head == "twohot" else 1
+        self.reward = MLP(mlp, out=reward_out, act=c.act, out_init_scale=0.0
+                          if c.reward_head == "twohot" else 1.0)
+        self.discount = MLP(mlp, out=1, act=c.act)
+
+    def encode(self, obs: dict):
+        return jnp.concatenate([self.encoders[k](obs[k]) for k in sorted(self.encoders)], -1)
+
+    def decode(self, feat):
+        return {k: dec(feat) for k, dec in self.decoders.items()}
+
+    def reward_logits(self, feat):
+        out = self.reward(feat)
+        return out[..., 0] if self.config.reward_head == "normal" else out
+
+    def discount_logits(self, feat):
+        return self.discount(feat)[..., 0]
+
+    def __call__(self, obs, action, key):
+        """Touches every submodule once (for init). obs: [B, ...], action [B, A]."""
+        embed = self.encode(obs)
+        state = rssm.initial_state(self.cell, embed.shape[:1])
+        _, post = self.cell(state, action, embed, key)
+        feat = rssm.features(post)
+        return self.decode(feat), self.reward_logits(feat), self.discount_logits(feat)
+
+
+def make_cell(c) -> rssm.RSSMCell:
+    return rssm.RSSMCell(deter=c.deter, stoch=c.stoch, classes=c.classes, hidden=c.hidden,
+                         latent=c.latent, unimix=c.unimix, min_std=c.min_std, act=c.act)
+
+
+class WorldModel:
+    """Static description of a Dreamer world model; every method is a pure function of params.
+
+    config: the `model` ConfigDict; obs_space: dict key -> object with .shape/.dtype;
+    act_space: object with .discrete (bool) and .size (int).
+    """
+
+    def __init__(self, config: ml_collections.ConfigDict, obs_space: dict, act_space):
+        self.config = config
+        keys = image_keys(obs_space) + vector_keys(obs_space)
+        if not keys:
+            raise ValueError(f"obs_space has no image (rank 3) or vector (rank 1) keys: "
+                             f"{ {k: s.shape for k, s in obs_space.items()} }")
+        self.obs_shapes = tuple((k, tuple(obs_space[k].shape)) for k in keys)
+        self.act_space = act_space
+        self.net = WorldModelNet(config, self.obs_shapes, act_space.size)
+        self.cell = make_cell(config)
+        self.bins = dists.symlog_bins(config.reward_bins) if config.reward_head == "twohot" else None
+        self.optimizer = adam(config.lr, config.eps, config.clip, config.weight_decay)
+
+    # --- parameters -------------------------------------------------------------------------
+    def init(self, key) -> dict:
+        """Params pytree {'net': ...}. Jit it: `jax.jit(wm.init)(key)`."""
+        obs = {k: jnp.zeros((1,) + s) for k, s in self.obs_shapes}
+        action = jnp.zeros((1, self.act_space.size))
+        k_init, k_sample = jax.random.split(key)
+        return self.net.init(k_init, obs, action, k_sample)
+
+    def init_state(self, key) -> TrainState:
+        return TrainState.create(self.init(key), self.optimizer)
+
+    # --- pieces ------------------------------------------------------------------------------
+    def action_features(self, action):
+        """int [...] -> one-hot [..., A] (discrete) or float [..., A] (continuous)."""
+        if self.act_space.discrete:
+            return jax.nn.one_hot(action.astype(jnp.int32), self.act_space.size)
+        return action.astype(jnp.float32)
+
+    def cell_params(self, params):
+        return {"params": params["params"]["cell"]}
+
+    def initial_state(self, batch_shape):
+        return rssm.initial_state(self.cell, tuple(batch_shape))
+
+    def encode(self, params, obs):
+        return self.net.apply(params, obs, method=WorldModelNet.encode)
+
+    def decode(self, params, feat):
+        return self.net.apply(params, feat, method=WorldModelNet.decode)
+
+    def reward(self, params, feat):
+        """Predicted reward (mean): feat [..., F] -> [...]."""
+        out = self.net.apply(params, feat, method=WorldModelNet.reward_logits)
+        return dists.two_hot_mean(out, self.bins) if self.bins is not None else out
+
+    def discount(self, params, feat):
+        """Predicted probability of continuing (1 - terminal): [..., F] -> [...]."""
+        return jax.nn.sigmoid(self.net.apply(params, feat, method=WorldModelNet.discount_logits))
+
+    def observe(self, params, batch, key, state0=None):
+        """Posteriors and priors for a batch [T, B] (see `rssm.observe`)."""
+        embeds = self.encode(params, {k: batch[k] for k, _ in self.obs_shapes})
+        if state0 is None:
+            state0 = self.initial_state(embeds.shape[1:2])
+        return rssm.observe(self.cell, self.cell_params(params), embeds,
+                            self.action_features(batch["action"]), batch["is_first"], state0, key)
+
+    def imagine(self, params, policy, start, horizon: int, key):
+        """Imagined states [H + 1, N] and actions [H, N, A] from start states [N]."""
+        return rssm.imagine(self.cell, self.cell_params(params), policy, start, horizon, key)
+
+    # --- loss --------------------------------------------------------------------------------
+    def loss(self, params, batch, key):
+        """World-model loss on a batch [T, B]: recon + reward + discount NLLs + balanced KL.
+
+        Image and vector NLLs are unit-variance Gaussians up to a constant (0.5 * squared error
+        summed over the observation). Returns (loss, (metrics, posts [T, B])).
+        """
+        c = self.config
+        posts, priors = self.observe(params, batch, key)
+        feat = rssm.features(posts)
+        losses = {}
+        for k, pred in self.decode(params, feat).items():
+            target = batch[k].astype(jnp.float32)
+            if len(dict(self.obs_shapes)[k]) == 3:
+                target = target / 255.0 - 0.5
+            axes = tuple(range(2, pred.ndim))
+            losses[k] = (0.5 * jnp.square(pred - target).sum(axes)).mean()
+        reward_feat = feat if c.reward_grad else jax.lax.stop_gradient(feat)
+        reward_out = self.net.apply(params, reward_feat, method=WorldModelNet.reward_logits)
+        reward = batch["reward"].astype(jnp.float32)
+        if self.bins is None:
+            losses["reward"] = (0.5 * jnp.square(reward_out - reward)).mean()
+        else:
+            losses["reward"] = dists.two_hot_loss(reward_out, reward, self.bins).mean()
+        cont = 1.0 - batch["is_terminal"].astype(jnp.float32)
+        disc_logits = self.net.apply(params, feat, method=WorldModelNet.discount_logits)
+        losses["discount"] = -(cont * jax.nn.log_sigmoid(disc_logits)
+                               + (1 - cont) * jax.nn.log_sigmoid(-disc_logits)).mean()
+        kl, kl_value = rssm.kl_loss(self.cell, posts, priors, c.kl_scale * c.kl_balance,
+                                    c.kl_scale * (1 - c.kl_balance), c.kl_free, c.kl_free_avg)
+        scales = dict(c.loss_scales)
+        total = kl + sum(scales.get(k, 1.0) * v for k, v in losses.items())
+        metrics = {f"{k}_loss": v for k, v in losses.items()}
+        metrics.update(kl_loss=kl, kl=kl_value.mean(), model_loss=total,
+                       prior_entropy=_entropy(self.cell, priors),
+                       post_entropy=_entropy(self.cell, posts))
+        return total, (metrics, posts)
+
+    def train_step(self, state: TrainState, batch, key):
+        """One gradient step on a batch [T, B]. Returns (state, metrics, posts)."""
+        grads, (metrics, posts) = jax.grad(self.loss, has_aux=True)(state.params, batch, key)
+        metrics["model_grad_norm"] = optax.global_norm(grads)
+        return state.apply_gradients(self.optimizer, grads), metrics, posts
+
+    def train_steps(self, state: TrainState, batches, key):
+        """K gradient steps as a `lax.scan` over batches [K, T, B]; returns (state, mean metrics)."""
+        def body(s, inputs):
+            batch, k = inputs
+            s, metrics, _ = self.train_step(s, batch, k)
+            return s, metrics
+        keys = jax.random.split(key, jax.tree.leaves(batches)[0].shape[0])
+        state, metrics = scan_gradient_steps(body, state, (batches, keys))
+        return state, jax.tree.map(jnp.mean, metrics)
+
+
+def _entropy(cell, state):
+    if cell.latent == "discrete":
+        logp = jax.nn.log_softmax(state["logits"], -1)
+        return -(jnp.exp(logp) * logp).sum((-2, -1)).mean()
+    return (jnp.log(state["std"]) + 0.5 * jnp.log(2 * jnp.pi * jnp.e)).sum(-1).mean()
