@@ -153,6 +153,11 @@ class WorldModel:
         """Imagined states [H + 1, N] and actions [H, N, A] from start states [N]."""
         return rssm.imagine(self.cell, self.cell_params(params), policy, start, horizon, key)
 
+    def rollout(self, params, start, actions, key):
+        """Open-loop prior states [H, N] under actions [H, N] (int) or [H, N, A] from start [N]."""
+        return rssm.rollout(self.cell, self.cell_params(params), start,
+                            self.action_features(actions), key)
+
     # --- loss --------------------------------------------------------------------------------
     def loss(self, params, batch, key):
         """World-model loss on a batch [T, B]: recon + reward + discount NLLs + balanced KL.

@@ -133,6 +133,20 @@ def imagine(cell: RSSMCell, params, policy: Callable, start: dict, horizon: int,
     return states, actions
 
 
+def rollout(cell: RSSMCell, params, start: dict, actions, key):
+    """Open-loop prior states under given actions (scan over H).
+
+    start: state [N]; actions [H, N, A] -> states [H, N] (states[t] follows actions[t]).
+    """
+    def step(state, inputs):
+        action, k = inputs
+        nxt = cell.apply(params, state, action, k, method=RSSMCell.img_step)
+        return nxt, nxt
+
+    _, states = jax.lax.scan(step, start, (actions, jax.random.split(key, actions.shape[0])))
+    return states
+
+
 def kl_loss(cell: RSSMCell, post: dict, prior: dict, dyn_scale, rep_scale, free, free_avg=True):
     """Balanced KL between posterior and prior states (see `distributions.balanced_kl`)."""
     if cell.latent == "discrete":

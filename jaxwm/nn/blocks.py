@@ -22,7 +22,7 @@ ACTIVATIONS: dict[str, Callable] = {
 def get_activation(name: str) -> Callable:
     """Activation by name; raises ValueError listing the allowed names."""
     if name not in ACTIVATIONS:
-        raise ValueError(f"activation={name!r} is not one of {sorted(ACTIVATIONS)}")
+        raise ValueError(f"act={name!r} is not one of {sorted(ACTIVATIONS)}")
     return ACTIVATIONS[name]
 
 

@@ -1,0 +1,113 @@
+"""Run outputs in a workdir: config.json, metrics.jsonl, TensorBoard events and a console bar.
+
+Every binary logs through `RunLogger`; it also turns a non-finite loss into an error that names
+the offending metrics instead of training on silently.
+"""
+import json
+import math
+import os
+from typing import Mapping
+
+import jax
+import ml_collections
+import numpy as np
+import tqdm
+
+try:  # tensorboardX is a hard dependency; the guard only keeps library imports light.
+    from tensorboardX import SummaryWriter
+except ImportError:  # pragma: no cover
+    SummaryWriter = None
+
+
+def quiet_libraries() -> None:
+    """Keep the console for the progress bar: silence orbax/absl INFO chatter."""
+    from absl import logging as absl_logging
+    absl_logging.set_verbosity(absl_logging.WARNING)
+
+
+def save_config(config: ml_collections.ConfigDict, workdir: str) -> str:
+    """Write the resolved config as `workdir/config.json` (atomically); returns the path."""
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, "config.json")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    os.replace(tmp, path)
+    return path
+
+
+def to_python(metrics: Mapping) -> dict:
+    """Device scalars/arrays -> floats (one host transfer for the whole dict)."""
+    metrics = jax.device_get(dict(metrics))
+    return {k: float(np.asarray(v)) for k, v in metrics.items() if np.size(v) == 1}
+
+
+def check_finite(metrics: Mapping[str, float], step: int) -> None:
+    """Raise FloatingPointError naming every non-finite metric (e.g. a NaN loss)."""
+    bad = sorted(k for k, v in metrics.items() if not math.isfinite(v))
+    if bad:
+        raise FloatingPointError(
+            f"non-finite metrics at step {step}: {', '.join(f'{k}={metrics[k]}' for k in bad)}; "
+            "lower the learning rate or check the inputs")
+
+
+class RunLogger:
+    """Appends metrics to `metrics.jsonl`, TensorBoard events, and a tqdm bar with ETA.
+
+    total: the number of steps the bar counts (env steps, deployments, ...); `start` resumes it.
+    Metrics whose name ends in `loss` are checked for NaN/inf.
+    """
+
+    def __init__(self, workdir: str, total: int | None = None, start: int = 0,
+                 desc: str = "train", show_keys: tuple = (), enable_bar: bool = True):
+        os.makedirs(workdir, exist_ok=True)
+        self.workdir = workdir
+        self.metrics_path = os.path.join(workdir, "metrics.jsonl")
+        self._file = open(self.metrics_path, "a")
+        self._tb = SummaryWriter(os.path.join(workdir, "tb")) if SummaryWriter else None
+        self._bar = tqdm.tqdm(total=total, initial=start, desc=desc, dynamic_ncols=True,
+                              disable=not enable_bar)
+        self._show = show_keys
+        self._last = start
+
+    def log(self, step: int, metrics: Mapping, prefix: str = "") -> dict:
+        """Record metrics at `step` (device values allowed); returns them as floats."""
+        values = to_python(metrics)
+        check_finite({k: v for k, v in values.items() if k.endswith("loss")}, step)
+        values = {f"{prefix}{k}": v for k, v in values.items()}
+        self._file.write(json.dumps({"step": int(step), **values}) + "\n")
+        self._file.flush()
+        if self._tb is not None:
+            for k, v in values.items():
+                self._tb.add_scalar(k, v, int(step))
+        shown = {k: f"{v:.3g}" for k, v in values.items() if k in self._show}
+        if shown:
+            self._bar.set_postfix(shown, refresh=False)
+        return values
+
+    def advance(self, step: int) -> None:
+        """Move the progress bar to `step`."""
+        self._bar.update(max(0, step - self._last))
+        self._last = step
+
+    def write(self, message: str) -> None:
+        """Print a line without breaking the progress bar."""
+        self._bar.write(message)
+
+    def close(self) -> None:
+        self._bar.close()
+        self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def read_metrics(workdir: str) -> list:
+    """All records of `workdir/metrics.jsonl` as dicts."""
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,130 @@
+"""Train a Dreamer world model on data collected by a uniform random policy.
+
+Host loop: step the envpool batch, write replay on device, every `train_every` batched env steps
+run one jitted call of K gradient steps (batches sampled on device), log, checkpoint (world
+model, replay and key: a killed run resumes where its last checkpoint was) and write GIFs of real
+vs open-loop imagined frames.
+"""
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jaxwm import envs
+from jaxwm.data import replay
+from jaxwm.models.dreamer import WorldModel
+from jaxwm.runtime import sharding
+from jaxwm.runtime.checkpoint import Checkpointer
+from jaxwm.runtime.logging import RunLogger, save_config
+from jaxwm.runtime.plots import plot_metrics
+from jaxwm.runtime.videos import openloop_video
+
+STEP_KEYS = ("action", "reward", "is_first", "is_last", "is_terminal")
+
+
+def replay_spec(env) -> dict:
+    """Replay fields for an env: its observations plus action, reward and episode flags."""
+    spec = {k: (tuple(s.shape), np.dtype(s.dtype)) for k, s in env.obs_space.items()}
+    act = env.act_space
+    spec["action"] = ((), np.int32) if act.discrete else ((act.size,), np.float32)
+    spec["reward"] = ((), np.float32)
+    for k in ("is_first", "is_last", "is_terminal"):
+        spec[k] = ((), np.bool_)
+    return spec
+
+
+def random_actions(act_space, num_envs: int, rng: np.random.Generator) -> np.ndarray:
+    """Uniform random actions: int32 [N] or float32 [N, A] in [-1, 1]."""
+    if act_space.discrete:
+        return rng.integers(0, act_space.size, num_envs).astype(np.int32)
+    return rng.uniform(-1, 1, (num_envs, act_space.size)).astype(np.float32)
+
+
+def replay_step(spec: dict, obs: dict, action) -> dict:
+    """The replay record of one batched env step (drops diagnostic keys like 'agent_pos')."""
+    return {k: (action if k == "action" else obs[k]) for k in spec}
+
+
+def make_train_fn(wm: WorldModel, config):
+    """Jitted (wm_state, replay_state, key) -> (wm_state, metrics): K steps on sampled batches."""
+    t = config.train
+
+    def train(wm_state, replay_state, key):
+        keys = jax.random.split(key, t.grad_steps + 1)
+        batches = [replay.sample(replay_state, k, t.batch_size, t.seq_len) for k in keys[1:]]
+        batches = jax.tree.map(lambda *xs: jnp.stack(xs), *batches)
+        return wm.train_steps(wm_state, batches, keys[0])
+
+    return jax.jit(train, donate_argnums=0)
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Runs (or resumes) a world-model training job; returns the last logged metrics."""
+    t = config.train
+    save_config(config, workdir)
+    mesh = sharding.make_mesh(config.num_devices or None)
+    env = envs.make(config.env.name, config.env.num_envs, config.seed, **config.env.overrides)
+    wm = WorldModel(config.model, env.obs_space, env.act_space)
+    spec = replay_spec(env)
+    key = jax.random.PRNGKey(config.seed)
+    key, key_init = jax.random.split(key)
+    state = {"wm": sharding.replicate(jax.jit(wm.init_state)(key_init), mesh),
+             "replay": replay.init(spec, t.replay_capacity, env.num_envs, mesh),
+             "key": sharding.replicate(key, mesh)}
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=2)
+    env_step = 0
+    restored = ckpt.restore_latest(state)
+    if restored is not None:
+        env_step, state, _ = restored
+    train_fn = make_train_fn(wm, config)
+    add = jax.jit(replay.add, donate_argnums=0)
+    rng = np.random.default_rng([config.seed, env_step])
+    obs = env.reset()
+    episode_return, finished_returns = np.zeros(env.num_envs), []
+    metrics, last_log, calls, start_step = {}, env_step, 0, env_step
+    logger = RunLogger(workdir, total=t.env_steps, start=env_step, desc="world model",
+                       show_keys=("model_loss", "image_loss", "kl"))
+    try:
+        start_time = time.time()
+        while env_step < t.env_steps:
+            action = random_actions(env.act_space, env.num_envs, rng)
+            state["replay"] = add(state["replay"], replay_step(spec, obs, action))
+            obs = env.step(action)
+            episode_return = np.where(obs["is_first"], 0.0, episode_return + obs["reward"])
+            finished_returns.extend(episode_return[obs["is_last"]])
+            env_step += env.num_envs
+            steps_per_env = env_step // env.num_envs
+            if steps_per_env >= t.prefill and steps_per_env % t.train_every == 0:
+                state["key"], key_train = jax.random.split(state["key"])
+                state["wm"], metrics = train_fn(state["wm"], state["replay"], key_train)
+                calls += 1
+            if metrics and env_step - last_log >= t.log_every:
+                last_log = env_step
+                fps = (env_step - start_step) / (time.time() - start_time)
+                episodes = {"episode_return": np.mean(finished_returns)} if finished_returns else {}
+                finished_returns = []
+                logger.log(env_step, {**metrics, **episodes, "env_fps": fps, "train_calls": calls})
+            if env_step % t.checkpoint_every < env.num_envs or env_step >= t.env_steps:
+                ckpt.save(env_step, state, {"env_step": env_step})
+            logger.advance(env_step)
+        if metrics:
+            if last_log != env_step:
+                logger.log(env_step, metrics)
+            state["key"], key_video = jax.random.split(state["key"])
+            if any(len(s.shape) == 3 for s in env.obs_space.values()):
+                batch = replay.sample(state["replay"], key_video, max(sharding.num_shards(mesh), 4),
+                                      t.video_len)
+                path = openloop_video(wm, state["wm"].params, batch, key_video,
+                                      os.path.join(workdir, "videos", f"openloop_{env_step}.gif"))
+                logger.write(f"open-loop video: {path}")
+        plot = plot_metrics(workdir, ("model_loss", "image_loss", "vector_loss", "kl", "reward_loss"),
+                            title=f"{config.env.name} world model", logy=True)
+        logger.write(f"metrics: {logger.metrics_path}  plot: {plot}  checkpoints: {ckpt.directory}")
+    finally:
+        logger.close()
+        ckpt.close()
+        env.close()
+    return {k: float(v) for k, v in jax.device_get(metrics).items()}
