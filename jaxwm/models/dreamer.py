@@ -149,6 +149,14 @@ class WorldModel:
         return rssm.observe(self.cell, self.cell_params(params), embeds,
                             self.action_features(batch["action"]), batch["is_first"], state0, key)
 
+    def filter_step(self, params, prev_state, prev_action, obs, is_first, key):
+        """Posterior [N] after observing obs [N, ...] (acting online); prev_action int [N] or
+        float [N, A] was taken after the previous observation; is_first [N] resets."""
+        embed = self.encode(params, {k: obs[k] for k, _ in self.obs_shapes})
+        post, _ = rssm.filter_step(self.cell, self.cell_params(params), prev_state,
+                                   self.action_features(prev_action), embed, is_first, key)
+        return post
+
     def imagine(self, params, policy, start, horizon: int, key):
         """Imagined states [H + 1, N] and actions [H, N, A] from start states [N]."""
         return rssm.imagine(self.cell, self.cell_params(params), policy, start, horizon, key)

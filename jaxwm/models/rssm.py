@@ -91,6 +91,22 @@ def features(state: dict) -> jax.Array:
     return jnp.concatenate([state["deter"], state["stoch"].reshape(lead + (-1,))], -1)
 
 
+def filter_step(cell: RSSMCell, params, prev_state, prev_action, embed, is_first, key):
+    """One filtering step: reset where is_first, then prior and posterior.
+
+    prev_state: state [B]; prev_action [B, A] (taken after the previous observation); embed
+    [B, E]; is_first [B] zeroes the state and previous action. Returns (post, prior) [B].
+    """
+    keep = 1.0 - is_first.astype(jnp.float32)
+    prev_state = jax.tree.map(lambda x: x * keep.reshape(keep.shape + (1,) * (x.ndim - 1)),
+                              prev_state)
+    prev_action = prev_action * keep[:, None]
+    k_prior, k_post = jax.random.split(key)
+    prior = cell.apply(params, prev_state, prev_action, k_prior, method=RSSMCell.img_step)
+    post = cell.apply(params, prior, embed, k_post, method=RSSMCell.obs_step)
+    return post, prior
+
+
 def observe(cell: RSSMCell, params, embeds, actions, is_first, state0, key):
     """Filter a sequence: posteriors and priors for every step (scan over T).
 
@@ -103,16 +119,10 @@ def observe(cell: RSSMCell, params, embeds, actions, is_first, state0, key):
     keys = jax.random.split(key, embeds.shape[0])
 
     def step(prev, inputs):
-        embed, prev_action, first, k = inputs
-        keep = 1.0 - first.astype(jnp.float32)
-        prev = jax.tree.map(lambda x: x * keep.reshape(keep.shape + (1,) * (x.ndim - 1)), prev)
-        prev_action = prev_action * keep[:, None]
-        k_prior, k_post = jax.random.split(k)
-        prior = cell.apply(params, prev, prev_action, k_prior, method=RSSMCell.img_step)
-        post = cell.apply(params, prior, embed, k_post, method=RSSMCell.obs_step)
+        post, prior = filter_step(cell, params, prev, *inputs)
         return post, (post, prior)
 
-    _, (posts, priors) = jax.lax.scan(step, state0, (embeds, prev_actions, is_first, keys))
+    _, (posts, priors) = jax.lax.scan(step, state0, (prev_actions, embeds, is_first, keys))
     return posts, priors
 
 

@@ -1,0 +1,306 @@
+"""Reward-free deployments (CASCADE, Xu et al. 2022, Algorithm 1) and their baselines.
+
+    deployment 0: uniform random actions
+    for d in 1..D:
+        train world model + disagreement ensemble on ALL data (K_d gradient steps)
+        train the B explorers in imagination (world model frozen)       [skipped by 'random']
+        deploy the frozen population: env slot n is driven by member n // (N / B), each member
+        collecting an equal share of steps_per_deployment; no parameter update of any kind
+    zero-shot evaluation on held-out tasks after chosen deployments (`runtime.zero_shot`)
+
+After every deployment the run logs one record (coverage of distinct agent cells overall, in
+this deployment and per member for grid worlds; episode statistics; losses; zero-shot returns)
+and checkpoints world model, ensemble, population, replay and RNG key, so a killed run resumes
+at the last completed deployment with its replay intact. Each deployment creates its envs with
+seed (seed, d) and fresh episodes, so a resumed run repeats the uninterrupted one exactly.
+"""
+import os
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jaxwm import envs
+from jaxwm.agents.cascade.config import METHODS
+from jaxwm.agents.dreamer.agent import initial_carry, observe_step, random_action
+from jaxwm.behaviors import actor_critic as ac_lib
+from jaxwm.behaviors.cascade import Cascade, PopulationState
+from jaxwm.behaviors.plan2explore import Disagreement, one_step_pairs
+from jaxwm.data import replay
+from jaxwm.envs.tasks import family_for_env
+from jaxwm.models import rssm
+from jaxwm.models.dreamer import WorldModel
+from jaxwm.runtime import zero_shot
+from jaxwm.runtime.checkpoint import Checkpointer
+from jaxwm.runtime.logging import RunLogger, save_config
+from jaxwm.runtime.online import replay_spec, sample_batches
+from jaxwm.runtime.plots import plot_metrics
+from jaxwm.types import TrainState
+from jaxwm.utils import scan_gradient_steps
+
+
+@flax.struct.dataclass
+class LearnerState:
+    """Everything that is trained between deployments."""
+    wm: TrainState
+    disag: TrainState
+    population: PopulationState
+
+
+def resolve_method(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The cascade block of `config.method`: p2e = B 1, pp2e = lambda 0 (copies config)."""
+    if config.method not in METHODS:
+        raise ValueError(f"method={config.method!r} is not one of {METHODS}")
+    c = ml_collections.ConfigDict(config.cascade.to_dict())
+    if config.method in ("p2e", "random"):
+        c.population = 1
+    if config.method in ("p2e", "pp2e", "random"):
+        c.diversity_scale = 0.0
+    if config.env.num_envs % c.population:
+        raise ValueError(f"env.num_envs={config.env.num_envs} must be a multiple of the "
+                         f"population size {c.population} (cascade.population)")
+    return c
+
+
+def eval_deployments(spec: str, deployments: int) -> set:
+    """Deployment indices after which to evaluate zero-shot ('last', 'all', 'none', '1,5')."""
+    if spec == "last":
+        return {deployments}
+    if spec == "all":
+        return set(range(1, deployments + 1))
+    if spec == "none":
+        return set()
+    try:
+        return {int(x) for x in spec.split(",")}
+    except ValueError:
+        raise ValueError(f"deploy.eval_deployments={spec!r} is not 'last', 'all', 'none' or "
+                         "comma-separated deployment indices") from None
+
+
+class Learner:
+    """World model, ensemble and population with their jitted train and act functions."""
+
+    def __init__(self, config, obs_space, act_space):
+        self.config = config
+        self.cascade_config = resolve_method(config)
+        self.wm = WorldModel(config.model, obs_space, act_space)
+        self.ac = ac_lib.ActorCritic(config.behavior, ac_lib.feat_size(config.model), act_space)
+        c = config.model
+        stoch = c.stoch * (c.classes if c.latent == "discrete" else 1)
+        self.disag = Disagreement(config.disag, self.ac.feat_size, act_space.size, stoch)
+        self.population = Cascade(self.cascade_config, self.ac, self.disag)
+        self.train_model = jax.jit(self._train_model, donate_argnums=0)
+        self.train_population = jax.jit(self._train_population, donate_argnums=0)
+        self.act = jax.jit(self._act, static_argnames="random")
+
+    def init(self, key) -> LearnerState:
+        k_wm, k_disag, k_pop = jax.random.split(key, 3)
+        return LearnerState(wm=self.wm.init_state(k_wm), disag=self.disag.init_state(k_disag),
+                            population=self.population.init(k_pop))
+
+    def _train_model(self, state: LearnerState, replay_state, key):
+        """K world-model + ensemble gradient steps on replay batches [K, T, B]."""
+        d = self.config.deploy
+        k_batch, k_steps = jax.random.split(key)
+        batches = sample_batches(replay_state, k_batch, d.model_grad_steps, d.batch_size,
+                                 d.seq_len)
+
+        def step(carry, inputs):
+            wm_state, disag_state = carry
+            batch, k = inputs
+            wm_state, metrics, posts = self.wm.train_step(wm_state, batch, k)
+            pairs = one_step_pairs(posts, self.wm.action_features(batch["action"]),
+                                   batch["is_first"])
+            disag_state, disag_metrics = self.disag.train_step(disag_state, *pairs)
+            return (wm_state, disag_state), {**metrics, **disag_metrics}
+
+        keys = jax.random.split(k_steps, d.model_grad_steps)
+        (wm_state, disag_state), metrics = scan_gradient_steps(
+            step, (state.wm, state.disag), (batches, keys))
+        return (state.replace(wm=wm_state, disag=disag_state),
+                jax.tree.map(jnp.mean, metrics))
+
+    def _train_population(self, state: LearnerState, replay_state, key):
+        """One population update from the posteriors of a replay batch (world model frozen)."""
+        d = self.config.deploy
+        k_batch, k_obs, k_start, k_update = jax.random.split(key, 4)
+        batch = replay.sample(replay_state, k_batch, d.batch_size, d.seq_len)
+        posts, _ = self.wm.observe(state.wm.params, batch, k_obs)
+        start = ac_lib.flatten_starts(posts, self.config.behavior.imag_starts, k_start)
+        population, metrics = self.population.update(
+            state.population, self.wm, state.wm.params, state.disag.params, start, k_update)
+        return state.replace(population=population), metrics
+
+    def _act(self, wm_params, actor_params, carry, obs, key, random: bool):
+        """Actions of the frozen population for N env slots; slot n follows member
+        n // (N / B). Returns (action [N] or [N, A], carry)."""
+        k_obs, k_act = jax.random.split(key)
+        post = observe_step(self.wm, wm_params, carry, obs, k_obs)
+        num = obs["is_first"].shape[0]
+        if random:
+            action = random_action(self.wm.act_space, num, k_act)
+        else:
+            size = self.cascade_config.population
+            feat = rssm.features(post).reshape((size, num // size, -1))
+            keys = jax.random.split(k_act, size)
+            action = jax.vmap(self.ac.act)(actor_params, feat, keys)
+            action = action.reshape((num,) + action.shape[2:])
+        return action, {"state": post, "action": self.wm.action_features(action)}
+
+
+class Coverage:
+    """Distinct agent cells (grid worlds reporting 'agent_pos'): overall, per deployment and per
+    population member."""
+
+    def __init__(self, members: int, cells=()):
+        self.members = members
+        self.total = set(map(tuple, cells))
+
+    def start_deployment(self):
+        self.deployment = set()
+        self.per_member = [set() for _ in range(self.members)]
+
+    def observe(self, out: dict):
+        if "agent_pos" not in out:
+            return
+        positions = [tuple(p) for p in np.asarray(out["agent_pos"]).tolist()]
+        per_slot = len(positions) // self.members
+        for n, cell in enumerate(positions):
+            self.per_member[n // per_slot].add(cell)
+        self.deployment.update(positions)
+        self.total.update(positions)
+
+    def metrics(self) -> dict:
+        if not self.total:
+            return {}
+        out = {"coverage": len(self.total), "deployment_coverage": len(self.deployment)}
+        out.update({f"member_coverage/{i}": len(s) for i, s in enumerate(self.per_member)})
+        return out
+
+
+def deploy(learner: Learner, env, wm_params, actor_params, replay_state, steps_per_env: int,
+           key, random: bool, coverage: Coverage, labeler=None):
+    """Collect `steps_per_env` steps in every env slot with frozen params; returns the replay
+    state and episode statistics. Nothing here updates any parameter."""
+    add = jax.jit(replay.add, donate_argnums=0)
+    spec_keys = replay_state.data.keys()
+    carry = initial_carry(learner.wm, env.num_envs)
+    out = env.reset()
+    returns, episode_returns, lengths = np.zeros(env.num_envs), [], np.zeros(env.num_envs)
+    episode_lengths = []
+    for t in range(steps_per_env):
+        if labeler is not None:
+            out.update(labeler.label(out))
+        coverage.observe(out)
+        obs = {**{k: out[k] for k in env.obs_space}, "is_first": out["is_first"]}
+        action, carry = learner.act(wm_params, actor_params, carry, obs,
+                                    jax.random.fold_in(key, t), random=random)
+        action = np.asarray(action)
+        replay_state = add(replay_state, {k: (action if k == "action" else out[k])
+                                          for k in spec_keys})
+        out = env.step(action)
+        returns = np.where(out["is_first"], 0.0, returns + out["reward"])
+        lengths = np.where(out["is_first"], 0, lengths + 1)
+        episode_returns += returns[out["is_last"]].tolist()
+        episode_lengths += lengths[out["is_last"]].tolist()
+    stats = {"episodes": len(episode_returns)}
+    if episode_returns:
+        stats.update({"episode/return": float(np.mean(episode_returns)),
+                      "episode/length": float(np.mean(episode_lengths))})
+    return replay_state, stats
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, progress: bool = True) -> dict:
+    """Run (or resume) the deployments of `config` in `workdir`; returns the last record."""
+    d = config.deploy
+    save_config(config, workdir)
+    eval_at = eval_deployments(d.eval_deployments, d.deployments)
+    make_env = lambda n, seed: envs.make(config.env.name, n, seed,  # noqa: E731
+                                         **dict(config.env.overrides))
+    probe = make_env(config.env.num_envs, config.seed)
+    obs_space, act_space = probe.obs_space, probe.act_space
+    family = family_for_env(config.env.name, probe)
+    probe.close()
+    learner = Learner(config, obs_space, act_space)
+    labels = tuple(f"reward/{t}" for t in family.tasks) if family is not None else ()
+    spec = replay_spec(probe, labels)
+    steps_per_env = d.steps_per_deployment // config.env.num_envs
+    if steps_per_env < d.seq_len:
+        raise ValueError(f"deploy.steps_per_deployment={d.steps_per_deployment} gives "
+                         f"{steps_per_env} steps per env slot, fewer than deploy.seq_len="
+                         f"{d.seq_len}")
+    capacity = (d.deployments + 1) * steps_per_env        # all data is kept
+    key = jax.random.PRNGKey(config.seed)
+    key, k_init = jax.random.split(key)
+    state = {"learner": jax.jit(learner.init)(k_init),
+             "replay": replay.init(spec, capacity, config.env.num_envs), "key": key}
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=2)
+    start, cells = 0, []
+    restored = ckpt.restore_latest(state)
+    if restored is not None:
+        _, state, meta = restored
+        start, cells = meta["deployment"] + 1, meta["cells"]
+    coverage = Coverage(learner.cascade_config.population, cells)
+    random_method = config.method == "random"
+    record = {}
+    logger = RunLogger(workdir, total=d.deployments + 1, start=start, desc=config.method,
+                       show_keys=("coverage", "model_loss", "episode/return"),
+                       enable_bar=progress)
+    try:
+        for dep in range(start, d.deployments + 1):
+            key = jax.random.fold_in(state["key"], dep)
+            k_model, k_pop, k_deploy, k_eval = jax.random.split(key, 4)
+            record = {"deployment": dep}
+            before = _update_counts(state["learner"])
+            if dep > 0:
+                model_steps = d.model_ratio * d.steps_per_deployment // 1000 + 1
+                for i in range(-(-model_steps // d.model_grad_steps)):
+                    state["learner"], metrics = learner.train_model(
+                        state["learner"], state["replay"], jax.random.fold_in(k_model, i))
+                record.update(metrics)
+                if not random_method:
+                    for i in range(d.policy_updates):
+                        state["learner"], metrics = learner.train_population(
+                            state["learner"], state["replay"], jax.random.fold_in(k_pop, i))
+                    record.update(metrics)
+            learned = _update_counts(state["learner"])
+            env = make_env(config.env.num_envs, config.seed * 1000 + dep)
+            coverage.start_deployment()
+            try:
+                state["replay"], stats = deploy(
+                    learner, env, state["learner"].wm.params,
+                    state["learner"].population.members.actor.params, state["replay"],
+                    steps_per_env, k_deploy, random_method or dep == 0, coverage, family)
+            finally:
+                env.close()
+            deployed = _update_counts(state["learner"])
+            record.update(stats, **coverage.metrics(), env_steps=(dep + 1) * steps_per_env
+                          * config.env.num_envs,
+                          updates_before_deploy=sum(learned) - sum(before),
+                          updates_during_deploy=sum(deployed) - sum(learned))
+            if dep in eval_at and family is not None:
+                record.update(zero_shot.evaluate(
+                    config.zero_shot, learner.wm, state["learner"].wm.params, state["replay"],
+                    family, lambda n: make_env(n, config.seed * 1000 + 999), k_eval))
+            record = logger.log(dep, record)
+            ckpt.save(dep, state, {"deployment": dep, "cells": sorted(coverage.total)})
+            logger.advance(dep + 1)
+        keys = ("coverage", "deployment_coverage", "model_loss", "info_gain", "pop_diversity",
+                "episode/return")
+        plot = plot_metrics(workdir, keys, title=f"{config.method} on {config.env.name}",
+                            xlabel="deployment")
+        logger.write(f"metrics: {logger.metrics_path}\nplot: {plot}\ncheckpoints: "
+                     f"{ckpt.directory}")
+    finally:
+        logger.close()
+        ckpt.close()
+    return record
+
+
+def _update_counts(learner_state: LearnerState) -> tuple:
+    """Optimizer step counters of every trained component (host ints)."""
+    members = learner_state.population.members
+    return (int(learner_state.wm.step), int(learner_state.disag.step),
+            int(np.asarray(members.actor.step).sum()), int(np.asarray(members.critic.step).sum()))
