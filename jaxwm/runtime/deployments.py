@@ -212,8 +212,11 @@ def deploy(learner: Learner, env, wm_params, actor_params, replay_state, steps_p
     return replay_state, stats
 
 
-def run(config: ml_collections.ConfigDict, workdir: str, progress: bool = True) -> dict:
-    """Run (or resume) the deployments of `config` in `workdir`; returns the last record."""
+def run(config: ml_collections.ConfigDict, workdir: str, progress: bool = True,
+        stop_after: int | None = None) -> dict:
+    """Run (or resume) the deployments of `config` in `workdir`; returns the last record.
+
+    stop_after: return after this deployment (a time-boxed job; rerun to continue)."""
     d = config.deploy
     save_config(config, workdir)
     eval_at = eval_deployments(d.eval_deployments, d.deployments)
@@ -238,7 +241,12 @@ def run(config: ml_collections.ConfigDict, workdir: str, progress: bool = True) 
              "replay": replay.init(spec, capacity, config.env.num_envs), "key": key}
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=2)
     start, cells = 0, []
-    restored = ckpt.restore_latest(state)
+    try:
+        restored = ckpt.restore_latest(state)
+    except ValueError as e:
+        raise ValueError(f"the checkpoint in {workdir} does not fit this config (e.g. "
+                         "deploy.deployments, steps_per_deployment or model sizes changed); "
+                         f"use a new --workdir. orbax: {e}") from e
     if restored is not None:
         _, state, meta = restored
         start, cells = meta["deployment"] + 1, meta["cells"]
@@ -287,6 +295,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, progress: bool = True) 
             record = logger.log(dep, record)
             ckpt.save(dep, state, {"deployment": dep, "cells": sorted(coverage.total)})
             logger.advance(dep + 1)
+            if stop_after is not None and dep >= stop_after:
+                return record
         keys = ("coverage", "deployment_coverage", "model_loss", "info_gain", "pop_diversity",
                 "episode/return")
         plot = plot_metrics(workdir, keys, title=f"{config.method} on {config.env.name}",
