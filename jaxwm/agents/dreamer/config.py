@@ -87,6 +87,7 @@ def behavior_config() -> ml_collections.ConfigDict:
     c.slow_target_fraction = 1.0  # mixing fraction of each refresh (1: copy)
     c.return_norm = "none"     # 'none' (V2) or 'percentile' (V3: S = max(1, P95 - P5))
     c.return_norm_decay = 0.99  # EMA decay of the return percentiles
+    c.imag_starts = 0          # start states per update drawn from the batch (0: all T * B)
     return c
 
 
@@ -99,6 +100,7 @@ def apply_behavior_preset(c: ml_collections.ConfigDict, preset: str) -> ml_colle
     if preset == "cpu":
         c.actor_layers, c.actor_units, c.critic_layers, c.critic_units = 2, 200, 2, 200
         c.actor_lr, c.critic_lr = 3e-4, 3e-4
+        c.imag_starts = 256
     elif preset == "paper_dmc":
         c.discount_head = False    # V2 DMC: pred_discount False (no terminations)
     elif preset == "smoke":

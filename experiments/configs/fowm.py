@@ -1,0 +1,15 @@
+"""FOWM offline-to-online finetuning. Presets: smoke (tests), cpu (CartpoleBalance, a locally
+generated medium-replay dataset, a few minutes here), paper (FOWM defaults, D4RL task settings).
+
+Make the dataset first (cpu):
+  python experiments/make_dataset.py --config=experiments/configs/tdmpc.py:cpu \
+      --out_dir=datasets/CartpoleBalance-v1
+Usage: python experiments/fowm.py --config=experiments/configs/fowm.py:cpu --workdir=runs/fowm
+"""
+import ml_collections
+
+from jaxwm.agents.fowm.config import get_config as fowm_config
+
+
+def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
+    return fowm_config(preset)

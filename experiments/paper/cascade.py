@@ -1,0 +1,461 @@
+r"""CASCADE vs its baselines on reward-free deployments: the method x seed grid of one domain.
+
+Xu et al., NeurIPS 2022 (ALGORITHMS.md Sec. 4). For every (method, seed) it runs (or resumes)
+`jaxwm.runtime.deployments.run` in `<out_dir>/<method>/seed_<s>`, then aggregates the runs'
+`metrics.jsonl` with rliable: IQM over seeds with 95% stratified-bootstrap CIs per deployment, and
+the probability of improvement of CASCADE over each baseline at the last deployment.
+
+- minigrid (MiniGrid-FourRooms-v0): `coverage`, the cumulative number of distinct agent cells
+  (and `deployment_coverage`, the cells of that deployment alone) -> coverage.png
+- walker (dmc:walker_walk): zero-shot returns `zero_shot/{stand,walk,run,flip}` per task, their
+  per-run mean over tasks, and all tasks pooled (rliable's aggregate IQM) -> zero_shot.png
+
+Writes `table.md`, `results.json` and the figure to --out_dir.
+
+  .venv/bin/python experiments/paper/cascade.py --domain=minigrid --preset=cpu --seeds=3
+  .venv/bin/python experiments/paper/cascade.py --domain=walker --return_scale=1000
+
+Finished runs are reused and killed ones resume from their checkpoints (--skip_existing, the
+default); --noskip_existing deletes each run's workdir and reruns it.
+"""
+import functools
+import importlib.util
+import json
+import os
+import shutil
+import time
+from typing import Mapping, Sequence
+
+from absl import app
+from absl import flags
+import matplotlib
+import numpy as np
+from rliable import metrics as rly_metrics
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+DOMAINS = {  # domain -> (default env, kind of result)
+    "minigrid": ("MiniGrid-FourRooms-v0", "coverage"),
+    "walker": ("dmc:walker_walk", "zero_shot"),
+}
+METHODS = ("cascade", "pp2e", "p2e", "random")
+NAMES = {"cascade": "CASCADE", "pp2e": "PP2E", "p2e": "P2E", "random": "Random"}
+CASCADE = "cascade"
+ZERO_SHOT = "zero_shot/"
+TASK_MEAN = "zero_shot/mean"       # per-record mean over the evaluated tasks
+ALL_TASKS = "zero_shot/all_tasks"  # name of the pooled (runs x tasks) aggregate
+
+FLAGS = flags.FLAGS
+
+
+# --- reading runs ---------------------------------------------------------------------------
+
+def read_records(workdir: str) -> list:
+    """Records of `workdir/metrics.jsonl` ([] if missing); a truncated last line (a run killed
+    while writing) is skipped."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    records = []
+    with open(path) as f:
+        lines = [line for line in f if line.strip()]
+    for i, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:
+                raise
+    return records
+
+
+def last_deployment(config) -> int:
+    """Index of the last deployment: deployments run 0 (random) .. D."""
+    if "deploy" in config:
+        return int(config.deploy.deployments)
+    return int(config.deployments)
+
+
+def is_finished(records: Sequence[Mapping], last: int) -> bool:
+    """A run is finished when some record belongs to its last deployment."""
+    return any("deployment" in r and round(r["deployment"]) == last for r in records)
+
+
+def by_deployment(records: Sequence[Mapping], key: str) -> dict:
+    """{deployment: value of `key`} from the records that carry both; a later record of the same
+    deployment (e.g. after a resume) wins."""
+    out = {}
+    for r in records:
+        if "deployment" in r and key in r and r[key] is not None:
+            out[int(round(r["deployment"]))] = float(r[key])
+    return out
+
+
+def with_task_mean(records: Sequence[Mapping], tasks: Sequence[str],
+                   name: str = TASK_MEAN) -> list:
+    """Copies of `records`; those holding every key in `tasks` also get `name` = their mean."""
+    out = []
+    for r in records:
+        r = dict(r)
+        if tasks and all(t in r for t in tasks):
+            r[name] = float(np.mean([r[t] for t in tasks]))
+        out.append(r)
+    return out
+
+
+def task_keys(records_by_method_seed: Mapping, prefix: str = ZERO_SHOT) -> list:
+    """Keys `<prefix><task>` present in every run, in order of first appearance."""
+    runs = [records for seeds in records_by_method_seed.values() for records in seeds.values()]
+    found = {}
+    for records in runs:
+        for r in records:
+            for k in r:
+                if k.startswith(prefix) and k not in (TASK_MEAN, ALL_TASKS):
+                    found.setdefault(k, None)
+    return [k for k in found if all(any(k in r for r in records) for records in runs)]
+
+
+def scale_keys(records_by_method_seed: Mapping, keys: Sequence[str], scale: float) -> dict:
+    """Copies of all runs with the values of `keys` divided by `scale`."""
+    return {m: {s: [{k: (v / scale if k in keys else v) for k, v in r.items()} for r in recs]
+                for s, recs in seeds.items()} for m, seeds in records_by_method_seed.items()}
+
+
+# --- aggregation (pure) ---------------------------------------------------------------------
+
+def _as_keys(key) -> tuple:
+    return (key,) if isinstance(key, str) else tuple(key)
+
+
+def common_deployments(records_by_method_seed: Mapping, key) -> list:
+    """Deployments at which every run of every method has a value of every key in `key`."""
+    keys, common = _as_keys(key), None
+    for seeds in records_by_method_seed.values():
+        for records in seeds.values():
+            for k in keys:
+                have = set(by_deployment(records, k))
+                common = have if common is None else common & have
+    return sorted(common or ())
+
+
+def score_array(records_by_seed: Mapping, key, deployments: Sequence[int]) -> np.ndarray:
+    """Scores [runs, tasks, deployments] of one method; runs in seed order, tasks = the keys."""
+    keys = _as_keys(key)
+    rows = []
+    for seed in sorted(records_by_seed):
+        tables = [by_deployment(records_by_seed[seed], k) for k in keys]
+        rows.append([[table[d] for d in deployments] for table in tables])
+    return np.asarray(rows, np.float64).reshape(len(rows), len(keys), len(deployments))
+
+
+def _seeded(seed: int, fn):
+    # rliable's StratifiedBootstrap draws from numpy's global RNG: seed it, then restore it.
+    saved = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        return fn()
+    finally:
+        np.random.set_state(saved)
+
+
+@functools.cache
+def _rliable_library():
+    """rliable.library, or None where it cannot be imported: rliable 1.2 needs arch 7.x,
+    whose import raises TypeError under pandas 3 (and arch 8 dropped `random_state`)."""
+    try:
+        from rliable import library
+    except (ImportError, TypeError):
+        return None
+    return library
+
+
+def _resample(x: np.ndarray) -> np.ndarray:
+    """One stratified resample of scores [runs, tasks, ...]: runs drawn with replacement
+    independently in every (task, ...) cell, as rliable's StratifiedBootstrap does."""
+    runs = np.random.randint(0, x.shape[0], x.shape)
+    cells = np.ogrid[tuple(slice(n) for n in x.shape)][1:]
+    return x[(runs, *cells)]
+
+
+def numpy_interval_estimates(score_dict: Mapping, func, reps: int, size: float = 0.95):
+    """`rliable.library.get_interval_estimates` (percentile method, stratified over tasks) in
+    numpy: score_dict values are arrays [runs, tasks, ...] or lists of them (resampled
+    independently, e.g. for the probability of improvement). Returns (point, interval) with
+    interval [2, ...] = (low, high)."""
+    point, interval = {}, {}
+    for key, scores in score_dict.items():
+        args = [scores] if isinstance(scores, np.ndarray) else list(scores)
+        point[key] = func(*args)
+        stats = np.stack([func(*map(_resample, args)) for _ in range(reps)])
+        tail = 100.0 * (1.0 - size) / 2.0
+        interval[key] = np.percentile(stats, [tail, 100.0 - tail], axis=0)
+    return point, interval
+
+
+def interval_estimates(score_dict: Mapping, func, reps: int):
+    """Point estimates and 95% stratified-bootstrap CIs: rliable's `get_interval_estimates`,
+    or its numpy equivalent when rliable.library cannot be imported."""
+    library = _rliable_library()
+    if library is None:
+        return numpy_interval_estimates(score_dict, func, reps)
+    return library.get_interval_estimates(score_dict, func, reps=reps)
+
+
+def aggregate(records_by_method_seed: Mapping, key, baseline: str = CASCADE, reps: int = 2000,
+              seed: int = 0) -> dict:
+    """IQM with 95% stratified-bootstrap CIs per method and deployment, and the probability of
+    improvement of `baseline` (CASCADE) over every other method at the last deployment.
+
+    records_by_method_seed: {method: {seed: [record, ...]}} with records as in metrics.jsonl
+    (`deployment` plus metric values); key: one metric name, or a sequence of names pooled as
+    rliable tasks (IQM over runs x tasks, bootstrap stratified by task, improvement averaged over
+    tasks). Only deployments that every run has a value for are used. Returns
+      {"key", "deployments": [d...],
+       "methods": {method: {"runs": n, "iqm": [...], "ci_low": [...], "ci_high": [...]}},
+       "improvement": {"deployment": d_last, "over": {other: {"probability": p,
+                                                              "ci_low": lo, "ci_high": hi}}}}
+    Raises ValueError if no deployment has the key in every run.
+    """
+    deployments = common_deployments(records_by_method_seed, key)
+    if not deployments:
+        raise ValueError(f"no deployment has {key!r} in every run of "
+                         f"{sorted(records_by_method_seed)}")
+    scores = {m: score_array(seeds, key, deployments)
+              for m, seeds in records_by_method_seed.items()}
+
+    def iqm_per_deployment(x):             # x [runs, tasks, deployments] -> [deployments]
+        return np.array([rly_metrics.aggregate_iqm(x[..., i]) for i in range(x.shape[-1])])
+
+    point, interval = _seeded(seed, lambda: interval_estimates(
+        scores, iqm_per_deployment, reps))
+    result = {"key": key if isinstance(key, str) else list(key), "deployments": deployments,
+              "methods": {m: {"runs": int(scores[m].shape[0]),
+                              "iqm": [float(v) for v in point[m]],
+                              "ci_low": [float(v) for v in interval[m][0]],
+                              "ci_high": [float(v) for v in interval[m][1]]}
+                          for m in scores}}
+    others = [m for m in scores if m != baseline]
+    if baseline not in scores or not others:
+        return result
+    last = {m: s[..., -1] for m, s in scores.items()}           # [runs, tasks]
+    pairs = {m: [last[baseline], last[m]] for m in others}
+    p_point, p_interval = _seeded(seed + 1, lambda: interval_estimates(
+        pairs, lambda x, y: np.array([rly_metrics.probability_of_improvement(x, y)]), reps))
+    result["improvement"] = {
+        "deployment": deployments[-1],
+        "over": {m: {"probability": float(np.squeeze(p_point[m])),
+                     "ci_low": float(np.squeeze(p_interval[m][0])),
+                     "ci_high": float(np.squeeze(p_interval[m][1]))} for m in others}}
+    return result
+
+
+# --- outputs --------------------------------------------------------------------------------
+
+def _fmt(v: float) -> str:
+    return f"{v:.1f}" if abs(v) >= 10 else f"{v:.3f}"
+
+
+def _cell(stats: Mapping, i: int) -> str:
+    return f"{_fmt(stats['iqm'][i])} [{_fmt(stats['ci_low'][i])}, {_fmt(stats['ci_high'][i])}]"
+
+
+def _name(method: str) -> str:
+    return NAMES.get(method, method)
+
+
+def deployment_table(agg: Mapping, max_columns: int = 8) -> str:
+    """Markdown: one row per method, one column per deployment (IQM [95% CI]). With more than
+    `max_columns` deployments, the paper's 1, 5, 10, 15 and the last are shown."""
+    deps = agg["deployments"]
+    cols = list(range(len(deps)))
+    if len(deps) > max_columns:
+        cols = [i for i, d in enumerate(deps) if d in (1, 5, 10, 15) or i == len(deps) - 1]
+    lines = ["| method | " + " | ".join(f"deployment {deps[i]}" for i in cols) + " |",
+             "|---" * (len(cols) + 1) + "|"]
+    for m, stats in agg["methods"].items():
+        lines.append(f"| {_name(m)} (n={stats['runs']}) | "
+                     + " | ".join(_cell(stats, i) for i in cols) + " |")
+    return "\n".join(lines)
+
+
+def task_table(aggs: Mapping, keys: Sequence[str]) -> str:
+    """Markdown: one row per method, one column per key, at each key's last deployment."""
+    header = [f"{k.removeprefix(ZERO_SHOT)} (d={aggs[k]['deployments'][-1]})" for k in keys]
+    lines = ["| method | " + " | ".join(header) + " |", "|---" * (len(keys) + 1) + "|"]
+    for m in aggs[keys[0]]["methods"]:
+        lines.append(f"| {_name(m)} | " + " | ".join(
+            _cell(aggs[k]["methods"][m], -1) for k in keys) + " |")
+    return "\n".join(lines)
+
+
+def improvement_lines(agg: Mapping, what: str) -> str:
+    imp = agg.get("improvement")
+    if not imp:
+        return f"(no probability of improvement: {CASCADE!r} and a baseline are both needed)"
+    return "\n".join(
+        f"- P({_name(CASCADE)} > {_name(m)}) in {what} at deployment {imp['deployment']}: "
+        f"{p['probability']:.3f} [{p['ci_low']:.3f}, {p['ci_high']:.3f}]"
+        for m, p in imp["over"].items())
+
+
+def plot_curves(aggs: Mapping, keys: Sequence[str], path: str, ylabel: str, title: str) -> None:
+    """One panel per key: IQM across deployments per method with its 95% CI band."""
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.6), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        agg = aggs[key]
+        for m, stats in agg["methods"].items():
+            line, = ax.plot(agg["deployments"], stats["iqm"], marker="o", label=_name(m))
+            ax.fill_between(agg["deployments"], stats["ci_low"], stats["ci_high"],
+                            color=line.get_color(), alpha=0.2)
+        ax.set_title(key.removeprefix(ZERO_SHOT))
+        ax.set_xlabel("deployment")
+        ax.set_xticks(agg["deployments"])
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel(ylabel)
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# --- the grid -------------------------------------------------------------------------------
+
+def define_flags() -> None:
+    """Flags of the binary (defined here, not at import, so tests can import the functions)."""
+    flags.DEFINE_string("preset", "cpu", "Preset of experiments/configs/cascade.py.")
+    flags.DEFINE_enum("domain", "minigrid", list(DOMAINS), "Domain of the grid.")
+    flags.DEFINE_string("env", "", "Environment id overriding the domain's default.")
+    flags.DEFINE_list("methods", list(METHODS), "Methods to run (config.method).")
+    flags.DEFINE_integer("seeds", 3, "Seeds per method: 0 .. seeds - 1.")
+    flags.DEFINE_string("out_dir", "", "Output directory; default runs/paper/cascade_<domain>.")
+    flags.DEFINE_bool(
+        "skip_existing", True, "Reuse finished runs (metrics.jsonl has a record of the last "
+        "deployment); unfinished ones resume from their checkpoint. --noskip_existing deletes "
+        "each run's workdir and reruns it from scratch.")
+    flags.DEFINE_string(
+        "eval_deployments", "all", "Walker: deployments after which to evaluate zero-shot "
+        "(config.deploy.eval_deployments: 'all', 'last', or e.g. '1,5,10,15').")
+    flags.DEFINE_float(
+        "return_scale", 1.0, "Zero-shot returns are divided by this (1: raw; 1000 normalizes "
+        "full-length DMC episodes as in the paper).")
+    flags.DEFINE_integer("reps", 2000, "Bootstrap resamples per confidence interval.")
+
+
+@functools.cache
+def load_config_module():
+    """experiments/configs/cascade.py, loaded by path (works from any working directory)."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "configs", "cascade.py")
+    spec = importlib.util.spec_from_file_location("cascade_deployment_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def build_config(preset: str, domain: str, env: str, method: str, seed: int,
+                 eval_deployments: str):
+    """The deployment config of one run: `get_config(preset)` of experiments/configs/cascade.py
+    with the method, seed and env set."""
+    config = load_config_module().get_config(preset)
+    config.method, config.seed, config.env.name = method, seed, env
+    if DOMAINS[domain][1] == "zero_shot" and eval_deployments:
+        config.deploy.eval_deployments = eval_deployments
+    return config
+
+
+def run_grid(out_dir: str, env: str) -> dict:
+    """Runs (or reuses) every (method, seed); returns {method: {seed: records}}."""
+    grid = [(m, s) for m in FLAGS.methods for s in range(FLAGS.seeds)]
+    records = {m: {} for m in FLAGS.methods}
+    start = time.time()
+    for i, (method, seed) in enumerate(grid):
+        config = build_config(FLAGS.preset, FLAGS.domain, env, method, seed,
+                              FLAGS.eval_deployments)
+        workdir = os.path.join(out_dir, method, f"seed_{seed}")
+        last = last_deployment(config)
+        tag = f"[{i + 1}/{len(grid)} {time.time() - start:7.0f}s] {method} seed {seed}"
+        if FLAGS.skip_existing and is_finished(read_records(workdir), last):
+            print(f"{tag}: finished run reused ({workdir})", flush=True)
+        else:
+            if not FLAGS.skip_existing and os.path.isdir(workdir):
+                print(f"{tag}: removing {workdir} to rerun from scratch", flush=True)
+                shutil.rmtree(workdir)
+            print(f"{tag}: running in {workdir}", flush=True)
+            from jaxwm.runtime import deployments    # heavy: only when a run is needed
+            deployments.run(config, workdir)
+        records[method][seed] = read_records(workdir)
+        if not is_finished(records[method][seed], last):
+            raise RuntimeError(f"{workdir}/metrics.jsonl has no record of the last deployment "
+                               f"{last}")
+    return records
+
+
+def main(argv):
+    del argv
+    unknown = [m for m in FLAGS.methods if m not in METHODS]
+    if unknown or not FLAGS.methods:
+        raise ValueError(f"--methods={','.join(FLAGS.methods)}: unknown {unknown}; allowed: "
+                         f"{METHODS}")
+    if FLAGS.seeds < 1:
+        raise ValueError(f"--seeds={FLAGS.seeds} must be >= 1")
+    domain = FLAGS.domain
+    env, kind = FLAGS.env or DOMAINS[domain][0], DOMAINS[domain][1]
+    out_dir = FLAGS.out_dir or os.path.join("runs", "paper", f"cascade_{domain}")
+    os.makedirs(out_dir, exist_ok=True)
+    records = run_grid(out_dir, env)
+    reps = FLAGS.reps
+    bootstrap = "rliable" if _rliable_library() else "numpy; rliable.library not importable"
+    header = (f"# CASCADE on {env} ({FLAGS.preset} preset): IQM over {FLAGS.seeds} seeds "
+              f"[95% stratified bootstrap CI, {reps} resamples, {bootstrap}]\n")
+    if kind == "coverage":
+        keys = ["coverage"] + (["deployment_coverage"] if common_deployments(
+            records, "deployment_coverage") else [])
+        aggs = {k: aggregate(records, k, reps=reps) for k in keys}
+        text = (f"{header}\n## Cumulative distinct cells visited (coverage)\n\n"
+                f"{deployment_table(aggs['coverage'])}\n\n")
+        if "deployment_coverage" in aggs:
+            text += (f"## Distinct cells visited within each deployment\n\n"
+                     f"{deployment_table(aggs['deployment_coverage'])}\n\n")
+        text += (f"## Probability of improvement\n\n"
+                 f"{improvement_lines(aggs['coverage'], 'coverage')}\n")
+        figure = os.path.join(out_dir, "coverage.png")
+        plot_curves(aggs, keys, figure, "distinct cells (IQM, 95% CI)", env)
+    else:
+        tasks = task_keys(records)
+        if not tasks:
+            raise ValueError(f"no '{ZERO_SHOT}<task>' values in every run under {out_dir}: "
+                             "was the zero-shot evaluation run (config.deploy.eval_deployments"
+                             ")?")
+        records = scale_keys(records, tasks, FLAGS.return_scale)
+        records = {m: {s: with_task_mean(r, tasks) for s, r in seeds.items()}
+                   for m, seeds in records.items()}
+        aggs = {k: aggregate(records, k, reps=reps) for k in tasks + [TASK_MEAN]}
+        aggs[ALL_TASKS] = aggregate(records, tasks, reps=reps)
+        unit = ("raw returns" if FLAGS.return_scale == 1.0 else
+                f"returns / {FLAGS.return_scale:g}")
+        text = (f"{header}\nZero-shot {unit}; `mean` = per-run mean over the tasks, "
+                f"`all_tasks` = IQM over runs x tasks (rliable's aggregate).\n\n"
+                f"## Per task at the last evaluated deployment\n\n"
+                f"{task_table(aggs, tasks + [TASK_MEAN, ALL_TASKS])}\n\n"
+                f"## Mean over tasks per deployment\n\n{deployment_table(aggs[TASK_MEAN])}\n\n"
+                f"## Probability of improvement\n\n"
+                f"{improvement_lines(aggs[ALL_TASKS], 'the zero-shot tasks (averaged over tasks)')}"
+                f"\n{improvement_lines(aggs[TASK_MEAN], 'the mean over tasks')}\n")
+        figure = os.path.join(out_dir, "zero_shot.png")
+        plot_curves(aggs, tasks + [TASK_MEAN], figure, "zero-shot return (IQM, 95% CI)", env)
+    print("\n" + text)
+    with open(os.path.join(out_dir, "table.md"), "w") as f:
+        f.write(text)
+    runs = {m: {str(s): os.path.join(out_dir, m, f"seed_{s}") for s in seeds}
+            for m, seeds in records.items()}
+    with open(os.path.join(out_dir, "results.json"), "w") as f:
+        json.dump(dict(domain=domain, env=env, preset=FLAGS.preset, methods=FLAGS.methods,
+                       seeds=FLAGS.seeds, reps=reps, return_scale=FLAGS.return_scale,
+                       bootstrap=bootstrap, runs=runs, aggregates=aggs), f, indent=1)
+    print(f"saved {out_dir}/table.md, results.json, {os.path.basename(figure)}")
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

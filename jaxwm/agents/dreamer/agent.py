@@ -1,0 +1,127 @@
+"""Dreamer agent (DreamerV2, Hafner et al. 2021): world model + actor-critic in imagination.
+
+Composition only: `WorldModel` (jaxwm.models.dreamer) learns from replay batches [T, B]; the
+actor-critic (jaxwm.behaviors.actor_critic) learns from imagined rollouts started at all posterior
+states of the batch, maximizing the world model's reward head. Implements the protocol of
+`jaxwm.runtime.online` (init / initial_carry / act / train_steps / video).
+"""
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from jaxwm.behaviors import actor_critic as ac_lib
+from jaxwm.models import rssm
+from jaxwm.models.dreamer import WorldModel
+from jaxwm.types import TrainState
+from jaxwm.utils import scan_gradient_steps
+
+MODES = ("explore", "eval", "random")
+
+
+@flax.struct.dataclass
+class DreamerState:
+    wm: TrainState                     # world model params + optimizer
+    ac: ac_lib.ACState                 # task actor-critic
+    step: jax.Array                    # int32 [] gradient steps
+
+
+def observe_step(wm: WorldModel, wm_params, carry: dict, obs: dict, key) -> dict:
+    """One filtering step for acting: posterior of o_t given the previous posterior and action.
+
+    carry: {'state': RSSM state [N], 'action': action features [N, A]} (zeroed where
+    obs['is_first']); obs: observation keys [N, ...] and 'is_first' [N]. Returns the posterior [N].
+    """
+    keep = 1.0 - obs["is_first"].astype(jnp.float32)
+    mask = lambda x: x * keep.reshape(keep.shape + (1,) * (x.ndim - 1))  # noqa: E731
+    prev = jax.tree.map(mask, carry["state"])
+    prev_action = mask(carry["action"])
+    embed = wm.encode(wm_params, {k: obs[k] for k, _ in wm.obs_shapes})
+    k_prior, k_post = jax.random.split(key)
+    cell_params = wm.cell_params(wm_params)
+    prior = wm.cell.apply(cell_params, prev, prev_action, k_prior, method=rssm.RSSMCell.img_step)
+    return wm.cell.apply(cell_params, prior, embed, k_post, method=rssm.RSSMCell.obs_step)
+
+
+def initial_carry(wm: WorldModel, num_envs: int) -> dict:
+    return {"state": wm.initial_state((num_envs,)),
+            "action": jnp.zeros((num_envs, wm.act_space.size))}
+
+
+def random_action(act_space, num: int, key) -> jax.Array:
+    """Uniform actions: int32 [num] or float32 [num, A] in [-1, 1]."""
+    if act_space.discrete:
+        return jax.random.randint(key, (num,), 0, act_space.size, jnp.int32)
+    return jax.random.uniform(key, (num, act_space.size), minval=-1.0, maxval=1.0)
+
+
+def policy_step(wm: WorldModel, ac: ac_lib.ActorCritic, wm_params, actor_params, carry, obs,
+                key, mode):
+    """Filter o_t and pick a_t. mode: int32 [] (traced, so one compile serves all modes) or a
+    name: 0 'explore' (sample), 1 'eval' (mode of the policy), 2 'random' (uniform).
+    Returns (action int32 [N] / float32 [N, A], new carry)."""
+    if isinstance(mode, str):
+        if mode not in MODES:
+            raise ValueError(f"mode={mode!r} is not one of {MODES}")
+        mode = MODES.index(mode)
+    k_obs, k_sample, k_random = jax.random.split(key, 3)
+    post = observe_step(wm, wm_params, carry, obs, k_obs)
+    feat = rssm.features(post)
+    sampled = ac.act(actor_params, feat, k_sample, sample=True)
+    greedy = ac.act(actor_params, feat, k_sample, sample=False)
+    uniform = random_action(wm.act_space, obs["is_first"].shape[0], k_random)
+    action = jnp.where(mode == 0, sampled, jnp.where(mode == 1, greedy, uniform))
+    return action, {"state": post, "action": wm.action_features(action)}
+
+
+class Dreamer:
+    """config: ConfigDict with `model` and `behavior` blocks (`jaxwm.agents.dreamer.config`)."""
+
+    def __init__(self, config: ml_collections.ConfigDict, obs_space: dict, act_space):
+        self.config = config
+        self.wm = WorldModel(config.model, obs_space, act_space)
+        self.ac = ac_lib.ActorCritic(config.behavior, ac_lib.feat_size(config.model), act_space)
+
+    def init(self, key) -> DreamerState:
+        k_wm, k_ac = jax.random.split(key)
+        return DreamerState(wm=self.wm.init_state(k_wm), ac=self.ac.init(k_ac),
+                            step=jnp.zeros((), jnp.int32))
+
+    def initial_carry(self, num_envs: int) -> dict:
+        return initial_carry(self.wm, num_envs)
+
+    def act(self, state: DreamerState, carry, obs, key, mode=0):
+        return policy_step(self.wm, self.ac, state.wm.params, state.ac.actor.params, carry, obs,
+                           key, mode)
+
+    def train_step(self, state: DreamerState, batch, key):
+        """World-model step on batch [T, B], then an actor-critic update from its T * B
+        posteriors (imagined with the updated model). Returns (state, metrics)."""
+        k_wm, k_start, k_ac = jax.random.split(key, 3)
+        wm_state, metrics, posts = self.wm.train_step(state.wm, batch, k_wm)
+        reward_fn = ac_lib.extrinsic_reward(self.wm, wm_state.params)
+        start = ac_lib.flatten_starts(posts, self.config.behavior.imag_starts, k_start)
+        ac_state, ac_metrics = self.ac.update(state.ac, self.wm, wm_state.params, start,
+                                              reward_fn, k_ac)
+        return (DreamerState(wm=wm_state, ac=ac_state, step=state.step + 1),
+                {**metrics, **ac_metrics})
+
+    def train_steps(self, state: DreamerState, batches, key):
+        """K `train_step`s scanned over batches [K, T, B]; returns (state, mean metrics)."""
+        def body(s, inputs):
+            return self.train_step(s, *inputs)
+        keys = jax.random.split(key, jax.tree.leaves(batches)[0].shape[0])
+        state, metrics = scan_gradient_steps(body, state, (batches, keys))
+        return state, jax.tree.map(jnp.mean, metrics)
+
+    def video(self, state: DreamerState, batch, key, path: str):
+        """Real vs open-loop imagined GIF (image observations only); returns the path or None."""
+        return openloop_gif(self.wm, state.wm.params, batch, key, path)
+
+
+def openloop_gif(wm: WorldModel, wm_params, batch, key, path: str):
+    """`jaxwm.runtime.videos.openloop_video` for image models; None for vector observations."""
+    if "image" not in dict(wm.obs_shapes):
+        return None
+    from jaxwm.runtime import videos
+    return videos.openloop_video(wm, wm_params, batch, key, path, context=5)

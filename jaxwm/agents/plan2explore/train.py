@@ -1,0 +1,34 @@
+"""Plan2Explore online training entry point, with zero-shot evaluation on a task family."""
+import jax
+import ml_collections
+
+from jaxwm.agents.plan2explore.agent import Plan2Explore
+from jaxwm.envs import tasks as task_lib
+from jaxwm.runtime import online, zero_shot
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Explore reward-free (or resume) in `workdir`. If the env has a task family
+    (`jaxwm.envs.tasks.family_for_env`), replay steps are labelled with all its rewards and the
+    zero-shot protocol runs at the end of training. Returns the run summary (`online.run`)."""
+    env = online.make_env(config.env, config.seed)
+    family = task_lib.family_for_env(config.env.name, env)
+    agent = Plan2Explore(config, env.obs_space, env.act_space)
+    env_fn = lambda n: online.make_env(config.env, config.seed + 10_000, num_envs=n)  # noqa
+
+    def on_end(state, replay_state, logger, step):
+        if family is None:
+            return {}
+        logger.write("zero-shot evaluation: reward heads, task actor-critics in imagination, "
+                     "episodes in the real env")
+        key = jax.random.fold_in(jax.random.PRNGKey(config.seed), step)
+        return zero_shot.evaluate(config.zero_shot, agent.wm, state.wm.params, replay_state,
+                                  family, env_fn, key, logger, step)
+
+    try:
+        return online.run(agent, env, config, workdir, labeler=family, on_end=on_end,
+                          eval_env_fn=lambda: env_fn(config.run.eval_episodes),
+                          desc="plan2explore",
+                          show_keys=("episode/return", "coverage/cells", "disag_loss"))
+    finally:
+        env.close()

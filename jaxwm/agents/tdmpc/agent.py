@@ -1,0 +1,136 @@
+"""TD-MPC / TD-MPC2 agent: a TOLD model, its policy prior, EMA targets and an MPPI planner.
+
+Composition only (Hansen et al. 2022, Alg. 2; Hansen et al. 2024): the maths lives in
+`jaxwm.models.told` (losses) and `jaxwm.planners.mppi` (planning). One jitted `train_steps` samples
+K batches from device replay buffers and takes K gradient steps in a `lax.scan`; one jitted `act`
+encodes a batch of observations and plans for every env with a vmapped MPPI. FOWM reuses this agent
+with IQL/AWR losses, balanced sampling from two buffers and an uncertainty-penalized planner.
+"""
+from typing import Sequence
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from jaxwm.agents.tdmpc import config as tdmpc_config
+from jaxwm.data import replay
+from jaxwm.models import told
+from jaxwm.planners import mppi
+from jaxwm.types import TrainState, adam
+
+
+@flax.struct.dataclass
+class AgentState:
+    """model: TOLD params {'encoder', 'dynamics', 'reward', 'q' [E, ...], ('v')} with Adam state;
+    pi: policy-prior params; target: EMA {'encoder', 'q'}; q_scale: TD-MPC2's running Q scale []."""
+    model: TrainState
+    pi: TrainState
+    target: dict
+    q_scale: jax.Array
+
+
+class Agent:
+    """Static description; every method is a pure function of an `AgentState`.
+
+    config: the full agent ConfigDict (`model`, `planner`, `run` blocks); obs_size D and
+    action_size A of the 'vector' observations and continuous actions in [-1, 1].
+    """
+
+    def __init__(self, config: ml_collections.ConfigDict, obs_size: int, action_size: int):
+        self.config = config
+        self.planner = tdmpc_config.planner_from(config)
+        self.model = told.TOLD(config.model, obs_size, action_size)
+        self.obs_size, self.action_size = obs_size, action_size
+        self.optimizer = adam(config.model.lr, eps=1e-8, clip=config.model.grad_clip)
+        m = self.model
+        self.fns = mppi.ModelFns(
+            next=lambda p, z, a: m.next(p["model"], z, a),
+            reward=lambda p, z, a: m.reward(p["model"], z, a),
+            q_ensemble=lambda p, z, a: m.q_values(p["model"]["q"], z, a),
+            policy=lambda p, z, key: m.pi(p["pi"], z, key)[0])
+        self.jit_act = jax.jit(self.act)  # one compiled planner shared by training and eval
+
+    # --- state -----------------------------------------------------------------------------
+    def init(self, key: jax.Array) -> AgentState:
+        """Fresh state; the EMA targets start as copies of the online params. Jit it."""
+        params, pi_params = self.model.init(key)
+        return AgentState(model=TrainState.create(params, self.optimizer),
+                          pi=TrainState.create(pi_params, self.optimizer),
+                          target=self.model.target_params(params), q_scale=jnp.ones(()))
+
+    def replay_spec(self) -> dict:
+        """Replay fields: 'vector' [D], 'action' [A], 'reward' and the episode flags."""
+        spec = {"vector": ((self.obs_size,), jnp.float32),
+                "action": ((self.action_size,), jnp.float32), "reward": ((), jnp.float32)}
+        spec.update({k: ((), jnp.bool_) for k in ("is_first", "is_last", "is_terminal")})
+        return spec
+
+    # --- learning --------------------------------------------------------------------------
+    def update(self, state: AgentState, batch: dict, key: jax.Array):
+        """One gradient step on sequences [H + 1, B]: model (TOLD losses), then policy prior on
+        the updated Qs (TD-MPC Alg. 2), then EMA targets every `target_every` steps."""
+        c = self.config.model
+        k_model, k_pi, k_scale = jax.random.split(key, 3)
+        grads, (metrics, zs) = jax.grad(self.model.world_model_loss, has_aux=True)(
+            state.model.params, state.pi.params, state.target, batch, k_model)
+        metrics["model_grad_norm"] = optax.global_norm(grads)
+        model_state = state.model.apply_gradients(self.optimizer, grads)
+        q_scale = self.model.q_scale_update(state.q_scale, model_state.params, zs,
+                                            state.pi.params, k_scale)
+        pi_grads, pi_metrics = jax.grad(self.model.policy_loss, has_aux=True)(
+            state.pi.params, model_state.params, state.target, zs, batch, q_scale, k_pi)
+        metrics.update(pi_metrics, pi_grad_norm=optax.global_norm(pi_grads), q_scale=q_scale)
+        pi_state = state.pi.apply_gradients(self.optimizer, pi_grads)
+        new_target = told.ema(state.target, self.model.target_params(model_state.params), c.tau)
+        due = model_state.step % c.target_every == 0
+        target = jax.tree.map(lambda new, old: jnp.where(due, new, old), new_target, state.target)
+        return AgentState(model=model_state, pi=pi_state, target=target, q_scale=q_scale), metrics
+
+    def sample(self, replays: Sequence[replay.ReplayState], key: jax.Array,
+               sizes: Sequence[int]) -> dict:
+        """Sequences [H + 1, sum(sizes)]: sizes[i] from replays[i], concatenated on the batch axis
+        (FOWM's balanced sampling uses two buffers with equal sizes)."""
+        seq_len = self.config.model.horizon + 1
+        keys = jax.random.split(key, len(replays))
+        parts = [replay.sample(r, k, n, seq_len) for r, k, n in zip(replays, keys, sizes) if n]
+        return jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=1), *parts)
+
+    def train_steps(self, state: AgentState, replays: tuple, key: jax.Array, num_steps: int,
+                    sizes: tuple | None = None):
+        """`num_steps` (static) gradient steps in a `lax.scan`, each on a fresh batch sampled on
+        device from `replays` (a tuple of ReplayStates; `sizes` static per-buffer batch sizes,
+        default all of `run.batch_size` from the first). Returns (state, mean metrics)."""
+        sizes = tuple(sizes or (self.config.run.batch_size,))
+        if len(sizes) != len(replays):
+            raise ValueError(f"sizes={sizes} needs one batch size per replay ({len(replays)})")
+
+        def body(state, k):
+            k_batch, k_update = jax.random.split(k)
+            return self.update(state, self.sample(replays, k_batch, sizes), k_update)
+
+        state, metrics = jax.lax.scan(body, state, jax.random.split(key, num_steps))
+        return state, jax.tree.map(jnp.mean, metrics)
+
+    # --- acting ----------------------------------------------------------------------------
+    def act(self, state: AgentState, obs: jax.Array, plan_mean: jax.Array, is_first: jax.Array,
+            key: jax.Array, explore: jax.Array | bool = True):
+        """Plan for N envs: obs [N, D], plan_mean [N, H, A] (from the previous call; reset where
+        is_first [N]) -> (action [N, A], plan_mean [N, H, A], info). Jit it."""
+        z = self.model.encode(state.model.params, obs.astype(jnp.float32))
+        params = {"model": state.model.params, "pi": state.pi.params}
+        return mppi.plan_batch(self.planner, self.fns, params, key, z, plan_mean, is_first,
+                               explore)
+
+    def policy_act(self, state: AgentState, obs: jax.Array, key: jax.Array,
+                   explore: jax.Array | bool = True) -> jax.Array:
+        """The policy prior alone (no planning): obs [N, D] -> action [N, A]."""
+        z = self.model.encode(state.model.params, obs.astype(jnp.float32))
+        action, _ = self.model.pi(state.pi.params, z, key)
+        mode, _ = self.model.pi(state.pi.params, z, key, noise=False)
+        return jnp.where(explore, action, mode)
+
+    def initial_plan(self, num_envs: int) -> jax.Array:
+        """Zero plan means [N, H, A]."""
+        return mppi.initial_plan(self.planner, self.action_size, (num_envs,))

@@ -1,0 +1,283 @@
+"""Online TD-MPC / TD-MPC2 training on envpool DMC state tasks (and the pieces FOWM reuses).
+
+Host loop (TD-MPC Alg. 2): step N envs in lockstep with actions from a vmapped MPPI plan (uniform
+random actions for the first `seed_steps`), write every step to a device replay buffer, and every
+`train_every` batched steps run one jitted call of K gradient steps on batches sampled on device.
+Evaluations run `eval_episodes` parallel envs for one episode each without exploration noise; the
+first one also scores a uniform random policy (the baseline). A killed run resumes from
+`workdir/checkpoints` (agent state, optimizer, EMA targets and replay; keys derive from the seed
+and the step counters). Outputs: config.json, metrics.jsonl, tb/, plots/return.png.
+"""
+import math
+import os
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import matplotlib
+import ml_collections
+import numpy as np
+
+from jaxwm import envs
+from jaxwm.agents.tdmpc import config as tdmpc_config
+from jaxwm.agents.tdmpc.agent import Agent, AgentState
+from jaxwm.data import replay
+from jaxwm.runtime.checkpoint import Checkpointer
+from jaxwm.runtime.logging import RunLogger, read_metrics, save_config
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+RECORD_KEYS = ("vector", "action", "reward", "is_first", "is_last", "is_terminal")
+
+
+# ------------------------------------------------------------------------------------------------
+# Environment helpers
+# ------------------------------------------------------------------------------------------------
+def make_env(env_config: ml_collections.ConfigDict, seed: int, num_envs: int | None = None):
+    """`envs.make` for a DMC state task; raises ValueError unless it has 'vector' observations
+    and continuous actions (what TOLD's MLP encoder and MPPI need)."""
+    overrides = dict(env_config.overrides.to_dict()) if env_config.get("overrides") else {}
+    env = envs.make(env_config.name, num_envs or env_config.num_envs, seed, **overrides)
+    if "vector" not in env.obs_space or env.act_space.discrete:
+        env.close()
+        raise ValueError(f"env.name={env_config.name!r}: TD-MPC needs 'vector' observations and "
+                         f"continuous actions (a DMC state task like 'CartpoleBalance-v1'); got "
+                         f"obs {sorted(env.obs_space)}, discrete={env.act_space.discrete}")
+    return env
+
+
+def record(out: dict, action) -> dict:
+    """The replay row of one batched step: observation o_t, flags, and the action taken at o_t."""
+    row = {k: out[k] for k in RECORD_KEYS if k != "action"}
+    row["action"] = np.asarray(action, np.float32)
+    return row
+
+
+def random_actions(key: jax.Array, num_envs: int, action_size: int) -> np.ndarray:
+    """Uniform actions in [-1, 1]: float32 [N, A]."""
+    return np.asarray(jax.random.uniform(key, (num_envs, action_size), minval=-1.0, maxval=1.0))
+
+
+Policy = Callable  # (obs dict [N], carry, key) -> (action [N, A], carry)
+
+
+def planner_policy(agent: Agent, state: AgentState, explore: bool) -> Policy:
+    """Acting by MPPI; the carry is the plan mean [N, H, A] (start: `agent.initial_plan(N)`)."""
+    def policy(out, plan, key):
+        action, plan, _ = agent.jit_act(state, out["vector"], plan, out["is_first"], key, explore)
+        return np.asarray(action), plan
+    return policy
+
+
+def random_policy(action_size: int) -> Policy:
+    def policy(out, carry, key):
+        return random_actions(key, len(out["reward"]), action_size), carry
+    return policy
+
+
+def evaluate(env, policy: Policy, carry, key: jax.Array) -> np.ndarray:
+    """One episode per env (run in parallel): returns float64 [N] of undiscounted returns."""
+    out = env.reset()
+    returns = np.zeros(env.num_envs)
+    done = np.zeros(env.num_envs, bool)
+    for t in range(1_000_000):
+        if done.all():
+            return returns
+        action, carry = policy(out, carry, jax.random.fold_in(key, t))
+        out = env.step(action)
+        returns += np.where(done, 0.0, out["reward"])
+        done |= out["is_last"]
+    raise RuntimeError("evaluation episodes did not end within 1e6 steps")
+
+
+def rollout(env, policy: Policy, carry, key: jax.Array, num_steps: int) -> dict:
+    """`num_steps` batched steps from a reset, as time-major replay rows [T, N, ...] (numpy)."""
+    out = env.reset()
+    rows = []
+    for t in range(num_steps):
+        action, carry = policy(out, carry, jax.random.fold_in(key, t))
+        rows.append(record(out, action))
+        out = env.step(action)
+    return {k: np.stack([r[k] for r in rows]) for k in RECORD_KEYS}
+
+
+class EpisodeTracker:
+    """Host-side returns of the training envs; `pop()` gives the episodes finished since."""
+
+    def __init__(self, num_envs: int):
+        self.running = np.zeros(num_envs)
+        self.finished: list = []
+
+    def step(self, out: dict) -> None:
+        self.running = np.where(out["is_first"], 0.0, self.running + out["reward"])
+        self.finished.extend(self.running[out["is_last"]].tolist())
+
+    def pop(self) -> list:
+        done, self.finished = self.finished, []
+        return done
+
+
+def crossed(step: int, delta: int, every: int) -> bool:
+    """True if a multiple of `every` lies in (step - delta, step]."""
+    return every > 0 and step // every > (step - delta) // every
+
+
+def plot_returns(workdir: str, title: str) -> str:
+    """plots/return.png: evaluation (and training-episode) returns against env steps, with the
+    random-policy baseline as a dashed line; FOWM's offline phase in its own panel."""
+    records = read_metrics(workdir)
+    panels = [("offline", "offline/eval_return", "gradient steps (offline)"),
+              ("online", "eval/return", "env steps")]
+    panels = [p for p in panels if any(p[1] in r for r in records)]
+    path = os.path.join(workdir, "plots", "return.png")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(5 * max(1, len(panels)), 3.5),
+                             squeeze=False)
+    random = [r["eval/random_return"] for r in records if "eval/random_return" in r]
+    for ax, (name, key, xlabel) in zip(axes[0], panels):
+        pts = [(r["step"], r[key]) for r in records if key in r]
+        ax.plot(*zip(*pts), marker="o", label="eval return")
+        if name == "online":
+            train = [(r["step"], r["train/episode_return"]) for r in records
+                     if "train/episode_return" in r]
+            if train:
+                ax.plot(*zip(*train), alpha=0.5, label="train episodes")
+        if random:
+            ax.axhline(random[-1], color="gray", ls="--", label="random policy")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("return")
+        ax.set_title(f"{title} ({name})")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------
+# The online loop (shared with FOWM's finetuning phase)
+# ------------------------------------------------------------------------------------------------
+def run_online(agent: Agent, config: ml_collections.ConfigDict, state: AgentState,
+               replay_state: replay.ReplayState, *, env, eval_env, logger: RunLogger,
+               ckpt: Checkpointer, key: jax.Array, env_step: int = 0, pretrained: bool = False,
+               fixed_replays: tuple = (), sizes: tuple | None = None, ckpt_offset: int = 0,
+               ckpt_meta: dict | None = None):
+    """Acts, stores and trains until `run.env_steps`; returns (state, replay_state, last eval).
+
+    fixed_replays: extra buffers sampled alongside the online one (FOWM's offline data), with
+    per-buffer batch sizes `sizes` (online first). Checkpoints are numbered ckpt_offset + env_step.
+    """
+    r = config.run
+    n, total = env.num_envs, r.env_steps
+    k_act, k_train, k_pretrain, k_eval = jax.random.split(key, 4)
+    act = agent.jit_act
+    train = jax.jit(agent.train_steps, static_argnames=("num_steps", "sizes"), donate_argnums=0)
+    add = jax.jit(replay.add, donate_argnums=0)
+    num_updates = tdmpc_config.updates_per_call(config)
+    sizes = tuple(sizes) if sizes else (r.batch_size,)
+    min_rows = config.model.horizon + 1
+    tracker, out = EpisodeTracker(n), env.reset()
+    plan = agent.initial_plan(n)
+    host_step, last_eval, metrics, start = env_step // n, None, {}, time.time()
+    start_step = env_step
+
+    def save():
+        meta = dict(ckpt_meta or {}, env_steps=env_step, pretrained=pretrained)
+        ckpt.save(ckpt_offset + env_step, {"agent": state, "replay": replay_state}, meta)
+
+    while env_step < total:
+        key_t = jax.random.fold_in(k_act, host_step)
+        if env_step < r.seed_steps:
+            action = random_actions(key_t, n, agent.action_size)
+        else:
+            action, plan, _ = act(state, out["vector"], plan, out["is_first"], key_t, True)
+            action = np.asarray(action)
+        replay_state = add(replay_state, record(out, action))
+        out = env.step(action)
+        tracker.step(out)
+        env_step += n
+        host_step += 1
+        ready = env_step >= r.seed_steps and host_step >= min_rows
+        if ready and not pretrained:
+            for i in range(math.ceil(r.pretrain_updates / num_updates)):
+                state, metrics = train(state, (replay_state,) + fixed_replays,
+                                       jax.random.fold_in(k_pretrain, i), num_updates, sizes)
+            pretrained = True
+        elif ready and host_step % r.train_every == 0:
+            state, metrics = train(state, (replay_state,) + fixed_replays,
+                                   jax.random.fold_in(k_train, host_step), num_updates, sizes)
+        if crossed(env_step, n, r.log_every):
+            episodes = tracker.pop()
+            record_ = {f"train/{k}": v for k, v in metrics.items()}
+            if episodes:
+                record_["train/episode_return"] = float(np.mean(episodes))
+            record_["fps"] = (env_step - start_step) / max(time.time() - start, 1e-6)
+            logger.log(env_step, record_)
+        if crossed(env_step, n, r.eval_every) or env_step >= total:
+            returns = evaluate(eval_env, planner_policy(agent, state, False),
+                               agent.initial_plan(eval_env.num_envs),
+                               jax.random.fold_in(k_eval, env_step))
+            last_eval = float(returns.mean())
+            logger.log(env_step, {"eval/return": last_eval, "eval/return_std": returns.std()})
+            logger.write(f"step {env_step}: eval return {last_eval:.1f}")
+        if crossed(env_step, n, r.checkpoint_every) or env_step >= total:
+            save()
+        logger.advance(env_step)
+    return state, replay_state, last_eval
+
+
+def random_baseline(eval_env, action_size: int, key: jax.Array) -> float:
+    """Mean return of the uniform random policy over one episode per eval env."""
+    return float(evaluate(eval_env, random_policy(action_size), None, key).mean())
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Train TD-MPC online per `config` (see `config.get_config`) in `workdir`; resumes from
+    its checkpoints. Returns {'eval_return', 'random_return', 'env_steps', 'seconds'}."""
+    tdmpc_config.check_config(config)
+    save_config(config, workdir)
+    r, start = config.run, time.time()
+    env = make_env(config.env, config.seed)
+    eval_env = make_env(config.env, config.seed + 10_000, r.eval_episodes)
+    agent = Agent(config, env.obs_space["vector"].shape[0], env.act_space.size)
+    key = jax.random.key(config.seed)
+    k_init, k_run, k_random = jax.random.split(key, 3)
+    state = jax.jit(agent.init)(k_init)
+    replay_state = replay.init(agent.replay_spec(), max(r.replay_capacity // env.num_envs, 1),
+                               env.num_envs)
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), r.checkpoints_to_keep or None)
+    restored = ckpt.restore_latest({"agent": state, "replay": replay_state})
+    env_step, pretrained = 0, False
+    if restored is not None:
+        _, tree, meta = restored
+        state, replay_state = tree["agent"], tree["replay"]
+        env_step, pretrained = int(meta["env_steps"]), bool(meta["pretrained"])
+    logger = RunLogger(workdir, total=r.env_steps, start=env_step, desc="tdmpc",
+                       show_keys=("eval/return", "train/episode_return", "train/model_loss"),
+                       enable_bar=r.progress_bar)
+    try:
+        random_return = [m["eval/random_return"] for m in read_metrics(workdir)
+                         if "eval/random_return" in m]
+        if random_return:
+            random_return = random_return[-1]
+        else:
+            random_return = random_baseline(eval_env, agent.action_size, k_random)
+            logger.log(0, {"eval/random_return": random_return})
+        if env_step < r.env_steps:
+            state, replay_state, eval_return = run_online(
+                agent, config, state, replay_state, env=env, eval_env=eval_env, logger=logger,
+                ckpt=ckpt, key=k_run, env_step=env_step, pretrained=pretrained)
+        else:
+            eval_return = [m["eval/return"] for m in read_metrics(workdir)
+                           if "eval/return" in m and m["step"] <= env_step][-1]
+        plot_returns(workdir, f"TD-MPC {config.env.name}")
+    finally:
+        logger.close()
+        ckpt.close()
+        env.close()
+        eval_env.close()
+    return {"eval_return": eval_return, "random_return": random_return,
+            "env_steps": r.env_steps, "seconds": time.time() - start}

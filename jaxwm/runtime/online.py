@@ -1,0 +1,323 @@
+"""The generic online host loop: env -> replay (on device) -> jitted train -> log / checkpoint.
+
+Any agent that implements this protocol (duck-typed; Dreamer, Plan2Explore, ...) can be run:
+
+  agent.init(key) -> state                                   a pytree (checkpointed)
+  agent.initial_carry(num_envs) -> carry                     per-env policy memory, a pytree
+  agent.act(state, carry, obs, key, mode) -> (action, carry) obs: {obs keys, 'is_first'} [N, ...];
+                                                             mode: int32 [] (traced), index in
+                                                             MODES = ('explore', 'eval',
+                                                             'random' = uniform actions)
+  agent.train_steps(state, batches, key) -> (state, metrics) batches: replay fields [K, T, B, ...]
+  agent.video(state, batch, key, path)                       optional: GIF of real vs imagined
+
+The host loop only steps the environments, writes replay, logs and checkpoints: `act` is one jitted
+call per env step and `train` one jitted call (K scanned gradient steps on batches sampled on
+device) every `train_every` env steps. Each replay record holds o_t, the action a_t taken after
+it, the reward received on arriving at o_t, the episode flags and optional labels (e.g. the task
+rewards of `jaxwm.envs.tasks`, keys 'reward/<task>'). Checkpoints hold the agent state, the replay
+buffer and the RNG key, so a killed run resumes from its last checkpoint (environments restart
+with a reset, which the policy memory handles through `is_first`).
+"""
+import os
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jaxwm import envs
+from jaxwm.data import replay
+from jaxwm.runtime import sharding
+from jaxwm.runtime.checkpoint import Checkpointer
+from jaxwm.runtime.logging import RunLogger, save_config
+
+POLICIES = ("learned", "random")
+MODES = ("explore", "eval", "random")
+
+
+def run_config() -> ml_collections.ConfigDict:
+    """Defaults of the loop (DreamerV2 DMC schedule); agent configs override them per preset."""
+    c = ml_collections.ConfigDict()
+    c.steps = 1_000_000        # total env steps (agent steps summed over envs)
+    c.prefill = 5000           # env steps with uniform random actions before training
+    c.pretrain = 100           # training calls right after prefill
+    c.train_every = 5          # env steps (summed over envs) per training call
+    c.grad_steps = 1           # K gradient steps per training call (a scan)
+    c.batch_size = 16          # sequences per gradient step
+    c.seq_len = 50             # steps per sequence
+    c.replay_capacity = 1_000_000  # steps per env kept in replay
+    c.policy = "learned"       # 'learned' or 'random' (baseline: uniform actions, no training)
+    c.log_every = 5000         # env steps between metric records
+    c.checkpoint_every = 50_000  # env steps between checkpoints (and at the end)
+    c.video_every = 0          # env steps between open-loop GIFs (0: only at the end)
+    c.video_len = 50           # steps per GIF (5 observed, the rest imagined)
+    c.eval_every = 0           # env steps between evaluation phases (0: only at the end)
+    c.eval_episodes = 0        # episodes with the mode policy per evaluation (0: none)
+    c.num_devices = 1          # devices of the `data` mesh axis (1: no mesh)
+    return c
+
+
+def check_run_config(c: ml_collections.ConfigDict) -> None:
+    """Raise ValueError naming the first bad field of a run config."""
+    if c.policy not in POLICIES:
+        raise ValueError(f"run.policy={c.policy!r} is not one of {POLICIES}")
+    for field in ("steps", "train_every", "grad_steps", "batch_size", "seq_len",
+                  "replay_capacity", "log_every", "checkpoint_every", "video_len", "num_devices"):
+        if int(c[field]) < 1:
+            raise ValueError(f"run.{field}={c[field]!r} must be an int >= 1")
+    for field in ("prefill", "pretrain", "video_every", "eval_every", "eval_episodes"):
+        if int(c[field]) < 0:
+            raise ValueError(f"run.{field}={c[field]!r} must be an int >= 0")
+    if c.seq_len > c.replay_capacity:
+        raise ValueError(f"run.seq_len={c.seq_len} must be <= run.replay_capacity="
+                         f"{c.replay_capacity}")
+
+
+def make_env(env_config: ml_collections.ConfigDict, seed: int, num_envs: int | None = None):
+    """`jaxwm.envs.make(name, num_envs, seed, **overrides)` from an `env` config block."""
+    overrides = dict(env_config.get("overrides", {}) or {})
+    return envs.make(env_config.name, num_envs or env_config.num_envs, seed, **overrides)
+
+
+def replay_spec(env, label_keys=()) -> dict:
+    """Replay fields: observations, action, reward, episode flags and float32 labels."""
+    spec = {k: (tuple(s.shape), np.dtype(s.dtype)) for k, s in env.obs_space.items()}
+    act = env.act_space
+    spec["action"] = ((), np.int32) if act.discrete else ((act.size,), np.float32)
+    spec["reward"] = ((), np.float32)
+    for k in ("is_first", "is_last", "is_terminal"):
+        spec[k] = ((), np.bool_)
+    for k in label_keys:
+        spec[k] = ((), np.float32)
+    return spec
+
+
+def policy_inputs(env, out: dict) -> dict:
+    """The inputs `agent.act` sees: observation keys and 'is_first' [N, ...]."""
+    return {**{k: out[k] for k in env.obs_space}, "is_first": out["is_first"]}
+
+
+def sample_batches(replay_state, key, num: int, batch_size: int, seq_len: int) -> dict:
+    """`num` replay batches stacked: fields [num, seq_len, batch_size, ...] (jittable)."""
+    keys = jax.random.split(key, num)
+    batches = [replay.sample(replay_state, k, batch_size, seq_len) for k in keys]
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *batches)
+
+
+class EpisodeStats:
+    """Host-side returns of finished episodes (env reward and every 'reward/<task>' label) and,
+    when the env reports 'agent_pos', the set of distinct grid cells visited (coverage)."""
+
+    def __init__(self, num_envs: int, cells=()):
+        self.num_envs = num_envs
+        self.sums: dict = {}
+        self.length = np.zeros(num_envs, np.int64)
+        self.finished: list = []           # dicts of finished episodes since the last `pop`
+        self.history: list = []            # returns of all finished episodes (env reward)
+        self.cells = set(map(tuple, cells))
+
+    def observe(self, out: dict) -> None:
+        keys = [k for k in out if k == "reward" or k.startswith("reward/")]
+        first = out["is_first"]
+        for k in keys:
+            prev = self.sums.get(k, np.zeros(self.num_envs))
+            self.sums[k] = np.where(first, 0.0, prev + out[k])
+        self.length = np.where(first, 0, self.length + 1)
+        if "agent_pos" in out:
+            self.cells.update(map(tuple, np.asarray(out["agent_pos"]).tolist()))
+        for i in np.flatnonzero(out["is_last"]):
+            episode = {("return" if k == "reward" else "return_" + k[len("reward/"):]):
+                       float(v[i]) for k, v in self.sums.items()}
+            episode["length"] = float(self.length[i])
+            self.finished.append(episode)
+            self.history.append(episode["return"])
+
+    def pop(self) -> dict:
+        """Means over episodes finished since the last call (prefixed 'episode/') + coverage."""
+        metrics = {}
+        if self.finished:
+            for k in self.finished[0]:
+                metrics[f"episode/{k}"] = float(np.mean([e[k] for e in self.finished]))
+            metrics["episode/count"] = float(len(self.finished))
+        if self.cells:
+            metrics["coverage/cells"] = float(len(self.cells))
+        self.finished = []
+        return metrics
+
+
+def run_episodes(env, act_fn: Callable, carry, key, labeler=None, max_steps: int = 100_000):
+    """Run one episode in each of the env's N envs with `act_fn(carry, obs, key) ->
+    (action, carry)`; returns {'return': [N], 'return_<task>': [N], 'length': [N]} (numpy).
+    Envs that finish early keep stepping (autoreset) until all are done; later episodes are
+    ignored."""
+    out = env.reset()
+    if labeler is not None:
+        out.update(labeler.label(out))
+    keys = ["reward"] + [k for k in out if k.startswith("reward/")]
+    sums = {k: np.zeros(env.num_envs) for k in keys}
+    length = np.zeros(env.num_envs)
+    done = np.zeros(env.num_envs, bool)
+    for _ in range(max_steps):
+        key, k = jax.random.split(key)
+        action, carry = act_fn(carry, policy_inputs(env, out), k)
+        out = env.step(np.asarray(action))
+        if labeler is not None:
+            out.update(labeler.label(out))
+        live = ~done
+        for k in keys:
+            sums[k] += np.where(live, out[k], 0.0)
+        length += live
+        done |= out["is_last"]
+        if done.all():
+            break
+    else:
+        raise RuntimeError(f"evaluation episodes did not end within {max_steps} steps")
+    results = {("return" if k == "reward" else "return_" + k[len("reward/"):]): v
+               for k, v in sums.items()}
+    results["length"] = length
+    return results
+
+
+def run(agent, env, config: ml_collections.ConfigDict, workdir: str, *, labeler=None,
+        eval_env_fn: Callable | None = None, on_end: Callable | None = None,
+        desc: str = "train", show_keys=("episode/return",)) -> dict:
+    """Train `agent` online on `env` (see module docstring) or resume from `workdir`.
+
+    config: a ConfigDict with `seed` and `run` (`run_config`); labeler: `.label(out)` adds
+    float32 [N] keys to every env output (stored in replay); eval_env_fn() -> an env whose N
+    envs each run one evaluation episode with the mode policy; on_end(state, replay_state,
+    logger, env_step) -> dict of extra summary values (e.g. zero-shot evaluation).
+    Returns a summary dict (env steps, final returns, coverage, evaluation, on_end values).
+    """
+    c = config.run
+    check_run_config(c)
+    save_config(config, workdir)
+    mesh = sharding.make_mesh(c.num_devices) if c.num_devices > 1 else None
+    label_keys = tuple(f"reward/{t}" for t in labeler.tasks) if labeler is not None else ()
+    spec = replay_spec(env, label_keys)
+    key = jax.random.PRNGKey(config.seed)
+    key, key_init = jax.random.split(key)
+    agent_state = jax.jit(agent.init)(key_init)
+    if mesh is not None:
+        agent_state = sharding.replicate(agent_state, mesh)
+    state = {"agent": agent_state,
+             "replay": replay.init(spec, c.replay_capacity, env.num_envs, mesh), "key": key}
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=2)
+    env_step, meta = 0, {}
+    restored = ckpt.restore_latest(state)
+    if restored is not None:
+        env_step, state, meta = restored
+    stats = EpisodeStats(env.num_envs, meta.get("cells", ()))
+    stats.history = list(meta.get("returns", []))
+
+    act = jax.jit(agent.act)
+    mode_id = {m: jnp.int32(i) for i, m in enumerate(MODES)}
+
+    def train(agent_state, replay_state, key):
+        k_sample, k_train = jax.random.split(key)
+        batches = sample_batches(replay_state, k_sample, c.grad_steps, c.batch_size, c.seq_len)
+        return agent.train_steps(agent_state, batches, k_train)
+
+    train = jax.jit(train, donate_argnums=0)
+    add = jax.jit(replay.add, donate_argnums=0)
+    learn = c.policy == "learned"
+    carry = agent.initial_carry(env.num_envs)
+    out = env.reset()
+    if labeler is not None:
+        out.update(labeler.label(out))
+    logger = RunLogger(workdir, total=c.steps, start=env_step, desc=desc, show_keys=show_keys)
+    pretrained = bool(meta.get("pretrained", False))
+    train_due, calls, metrics, summary = 0.0, 0, {}, {}
+    last_log, last_video, last_eval = env_step, env_step, env_step
+    t0, step0 = time.time(), env_step
+
+    def evaluate(step):
+        if not (eval_env_fn and c.eval_episodes):
+            return {}
+        eval_env = eval_env_fn()
+        params = state["agent"]
+        act_eval = lambda cr, o, k: act(params, cr, o, k, mode_id["eval"])  # noqa: E731
+        state["key"], k_eval = jax.random.split(state["key"])
+        res = run_episodes(eval_env, act_eval, agent.initial_carry(eval_env.num_envs), k_eval,
+                           labeler if labeler is not None else None)
+        eval_env.close()
+        values = {f"eval/{k}": float(np.mean(v)) for k, v in res.items()}
+        logger.log(step, values)
+        return values
+
+    def video(step):
+        if not hasattr(agent, "video") or int(state["replay"].count) < c.video_len:
+            return None
+        state["key"], k_batch, k_video = jax.random.split(state["key"], 3)
+        batch = replay.sample(state["replay"], k_batch, max(4, sharding.num_shards(mesh)),
+                              c.video_len)
+        path = os.path.join(workdir, "videos", f"openloop_{step}.gif")
+        return agent.video(state["agent"], batch, k_video, path)
+
+    while env_step < c.steps:
+        ready = env_step >= c.prefill and int(state["replay"].count) >= c.seq_len
+        mode = "explore" if (learn and env_step >= c.prefill) else "random"
+        state["key"], k_act = jax.random.split(state["key"])
+        action, carry = act(state["agent"], carry, policy_inputs(env, out), k_act, mode_id[mode])
+        action = np.asarray(action)
+        record = {k: (action if k == "action" else out[k]) for k in spec}
+        state["replay"] = add(state["replay"], record)
+        out = env.step(action)
+        if labeler is not None:
+            out.update(labeler.label(out))
+        stats.observe(out)
+        env_step += env.num_envs
+        if learn and ready:
+            n = 0
+            if not pretrained:
+                n, pretrained = c.pretrain, True
+            train_due += env.num_envs / c.train_every
+            n, train_due = n + int(train_due), train_due - int(train_due)
+            for _ in range(n):
+                state["key"], k_train = jax.random.split(state["key"])
+                state["agent"], metrics = train(state["agent"], state["replay"], k_train)
+                calls += 1
+        if env_step - last_log >= c.log_every or env_step >= c.steps:
+            last_log = env_step
+            fps = (env_step - step0) / max(time.time() - t0, 1e-6)
+            values = {**metrics, **stats.pop(), "env_fps": fps, "train_calls": float(calls)}
+            summary.update(logger.log(env_step, values))
+        if c.eval_every and env_step - last_eval >= c.eval_every:
+            last_eval = env_step
+            summary.update(evaluate(env_step))
+        if c.video_every and env_step - last_video >= c.video_every and learn and metrics:
+            last_video = env_step
+            video(env_step)
+        if env_step % c.checkpoint_every < env.num_envs or env_step >= c.steps:
+            ckpt.save(env_step, state, {"env_step": env_step, "pretrained": pretrained,
+                                        "cells": sorted(stats.cells),
+                                        "returns": stats.history[-1000:]})
+        logger.advance(env_step)
+
+    summary.update(evaluate(env_step))
+    if learn and calls:
+        path = video(env_step)
+        if path:
+            logger.write(f"open-loop video: {path}")
+    if on_end is not None:
+        summary.update(on_end(state["agent"], state["replay"], logger, env_step) or {})
+    summary["env_steps"] = float(env_step)
+    if stats.history:
+        summary["return_last10"] = float(np.mean(stats.history[-10:]))
+        summary["episodes"] = float(len(stats.history))
+    if stats.cells:
+        summary["coverage/cells"] = float(len(stats.cells))
+    try:
+        from jaxwm.runtime.plots import plot_metrics
+        keys = ("episode/return", "eval/return", "coverage/cells", "model_loss", "actor_loss",
+                "critic_loss", "imag_return", "disag_loss")
+        plot = plot_metrics(workdir, keys, title=f"{desc}: {getattr(env, 'name', '')}")
+        logger.write(f"metrics: {logger.metrics_path}  plot: {plot}")
+    except ImportError:  # plots are optional (the module lives with the lead's runtime tools)
+        pass
+    logger.close()
+    ckpt.close()
+    return summary
