@@ -230,7 +230,7 @@ def run(agent, env, config: ml_collections.ConfigDict, workdir: str, *, labeler=
         out.update(labeler.label(out))
     logger = RunLogger(workdir, total=c.steps, start=env_step, desc=desc, show_keys=show_keys)
     pretrained = bool(meta.get("pretrained", False))
-    train_due, calls, metrics, summary = 0.0, 0, {}, {}
+    train_due, calls, metrics, summary = 0, 0, {}, {}
     last_log, last_video, last_eval = env_step, env_step, env_step
     t0, step0 = time.time(), env_step
 
@@ -274,8 +274,8 @@ def run(agent, env, config: ml_collections.ConfigDict, workdir: str, *, labeler=
             n = 0
             if not pretrained:
                 n, pretrained = c.pretrain, True
-            train_due += env.num_envs / c.train_every
-            n, train_due = n + int(train_due), train_due - int(train_due)
+            train_due += env.num_envs       # integer env steps owed to training
+            n, train_due = n + train_due // c.train_every, train_due % c.train_every
             for _ in range(n):
                 state["key"], k_train = jax.random.split(state["key"])
                 state["agent"], metrics = train(state["agent"], state["replay"], k_train)

@@ -24,7 +24,7 @@ def test_episode_stats_returns_labels_and_coverage():
     m = stats.pop()
     # env 1 ended first with return 2 (label 1), then env 0 with 1 + 3 = 4 (label 1.5).
     assert m["episode/count"] == 2 and m["episode/return"] == 3.0
-    assert m["episode/return_stand"] == 1.25 and m["episode/length"] == 2.0
+    assert m["episode/return_stand"] == 1.25 and m["episode/length"] == 1.5  # 2 and 1 steps
     assert m["coverage/cells"] == 4.0                  # (1,1) (1,2) (2,1) (1,3)
     assert stats.history == [2.0, 4.0] and "episode/count" not in stats.pop()
 
