@@ -182,14 +182,15 @@ def run_episodes(env, act_fn: Callable, carry, key, labeler=None, max_steps: int
 
 
 def run(agent, env, config: ml_collections.ConfigDict, workdir: str, *, labeler=None,
-        eval_env_fn: Callable | None = None, on_end: Callable | None = None,
+        eval_env_fn: Callable | None = None, on_end: Callable | None = None, periodic=(),
         desc: str = "train", show_keys=("episode/return",)) -> dict:
     """Train `agent` online on `env` (see module docstring) or resume from `workdir`.
 
     config: a ConfigDict with `seed` and `run` (`run_config`); labeler: `.label(out)` adds
     float32 [N] keys to every env output (stored in replay); eval_env_fn() -> an env whose N
     envs each run one evaluation episode with the mode policy; on_end(state, replay_state,
-    logger, env_step) -> dict of extra summary values (e.g. zero-shot evaluation).
+    logger, env_step) -> dict of extra summary values (e.g. zero-shot evaluation); periodic:
+    (every, fn) pairs, fn with on_end's signature, called every `every` env steps.
     Returns a summary dict (env steps, final returns, coverage, evaluation, on_end values).
     """
     c = config.run
@@ -232,6 +233,7 @@ def run(agent, env, config: ml_collections.ConfigDict, workdir: str, *, labeler=
     pretrained = bool(meta.get("pretrained", False))
     train_due, calls, metrics, summary = 0, 0, {}, {}
     last_log, last_video, last_eval = env_step, env_step, env_step
+    last_periodic = [env_step] * len(periodic)
     t0, step0 = time.time(), env_step
 
     def evaluate(step):
@@ -288,6 +290,10 @@ def run(agent, env, config: ml_collections.ConfigDict, workdir: str, *, labeler=
         if c.eval_every and env_step - last_eval >= c.eval_every:
             last_eval = env_step
             summary.update(evaluate(env_step))
+        for i, (every, fn) in enumerate(periodic):
+            if every and env_step - last_periodic[i] >= every and env_step < c.steps:
+                last_periodic[i] = env_step
+                summary.update(fn(state["agent"], state["replay"], logger, env_step) or {})
         if c.video_every and env_step - last_video >= c.video_every and learn and metrics:
             last_video = env_step
             video(env_step)

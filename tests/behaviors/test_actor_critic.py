@@ -258,3 +258,42 @@ def test_bad_config_raises(field, value, match):
     cfg[field] = value
     with pytest.raises(ValueError, match=match):
         ac_lib.ActorCritic(cfg, 8, ActionSpace(False, 2))
+
+
+def test_population_pieces_with_cross_member_rewards(continuous):
+    """The CASCADE pattern: vmap imagination over stacked actors from the same starts; member i's
+    reward uses sg(final deter) of members j < i; one grad of the summed vmapped losses. Member
+    0's gradient must equal the gradient it gets alone, and every member's gradient is finite."""
+    wm, ac, wm_params, _, start = continuous
+    pop = jax.vmap(ac.init)(jax.random.split(jax.random.PRNGKey(7), 3))
+    key = jax.random.PRNGKey(8)
+    mask = jnp.tril(jnp.ones((3, 3)), -1)                 # j < i
+
+    def rewards(trajs):                                   # [P, H, N]
+        final = trajs.states["deter"][:, -1]              # [P, N, D]
+        dist = jnp.square(final[:, None] - jax.lax.stop_gradient(final)[None]).sum(-1)
+        div = (mask[..., None] * dist).sum(1) / jnp.maximum(mask.sum(1), 1)[:, None]  # [P, N]
+        r = jnp.zeros(trajs.actions.shape[:3])
+        return r.at[:, -1].set(div)                       # placed at the final step
+
+    def total(actor_params, critic_params):
+        trajs = jax.vmap(lambda p: ac.imagine(wm, wm_params, p, start, 4, key))(actor_params)
+        a, c, aux = jax.vmap(lambda ap, cp, s, t, r: ac.losses(ap, cp, s, wm, wm_params, t, r))(
+            actor_params, critic_params, pop, trajs, rewards(trajs))
+        return (a + c).sum(), aux
+
+    grad_fn = jax.jit(jax.grad(total, argnums=(0, 1), has_aux=True))
+    (g_actor, g_critic), aux = grad_fn(pop.actor.params, pop.critic.params)
+    new = jax.jit(jax.vmap(ac.apply_gradients))(pop, g_actor, g_critic, aux.norm)
+    np.testing.assert_array_equal(new.step, [1, 1, 1])
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(g_actor))
+    # Member 0 has no earlier members: its reward is zero, as when it is updated alone.
+    alone = jax.jit(jax.grad(lambda p: ac.losses(
+        p, jax.tree.map(lambda x: x[0], pop.critic.params),
+        jax.tree.map(lambda x: x[0], pop), wm, wm_params,
+        ac.imagine(wm, wm_params, p, start, 4, key), jnp.zeros((4, 64)))[0]))(
+        jax.tree.map(lambda x: x[0], pop.actor.params))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a[0], b, rtol=1e-4, atol=1e-6),
+                 g_actor, alone)
+    # Member 2's reward depends on its own final state: its actor gradient is non-zero.
+    assert float(jnp.abs(out_bias_grad(jax.tree.map(lambda x: x[2], g_actor))).sum()) > 0

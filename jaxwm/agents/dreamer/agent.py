@@ -120,8 +120,12 @@ class Dreamer:
 
 
 def openloop_gif(wm: WorldModel, wm_params, batch, key, path: str):
-    """`jaxwm.runtime.videos.openloop_video` for image models; None for vector observations."""
-    if "image" not in dict(wm.obs_shapes):
-        return None
-    from jaxwm.runtime import videos
-    return videos.openloop_video(wm, wm_params, batch, key, path, context=5)
+    """Real vs open-loop imagined rollout: `jaxwm.runtime.videos.openloop_video` (GIF) for image
+    models, `jaxwm.runtime.openloop.openloop_figure` (GIF for MiniGrid views, else PNG) for
+    vector models. `path` ends in '.gif'. Returns the written path or None."""
+    if "image" in dict(wm.obs_shapes):
+        from jaxwm.runtime import videos
+        return videos.openloop_video(wm, wm_params, batch, key, path, context=5)
+    from jaxwm.runtime import openloop
+    return openloop.openloop_figure(wm, wm_params, batch, key, path.removesuffix(".gif"),
+                                    context=5)

@@ -25,8 +25,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         return zero_shot.evaluate(config.zero_shot, agent.wm, state.wm.params, replay_state,
                                   family, env_fn, key, logger, step)
 
+    periodic = [(config.zero_shot.every, on_end)] if family is not None else []
     try:
         return online.run(agent, env, config, workdir, labeler=family, on_end=on_end,
+                          periodic=periodic,
                           eval_env_fn=lambda: env_fn(config.run.eval_episodes),
                           desc="plan2explore",
                           show_keys=("episode/return", "coverage/cells", "disag_loss"))
