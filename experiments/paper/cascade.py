@@ -251,12 +251,15 @@ def aggregate(records_by_method_seed: Mapping, key, baseline: str = CASCADE, rep
 
 # --- outputs --------------------------------------------------------------------------------
 
-def _fmt(v: float) -> str:
-    return f"{v:.1f}" if abs(v) >= 10 else f"{v:.3f}"
+def _digits(stats: Sequence[Mapping]) -> int:
+    """Decimals for a table of these stats: 1 for counts like coverage, 3 for small scores."""
+    values = [abs(v) for st in stats for k in ("iqm", "ci_low", "ci_high") for v in st[k]]
+    return 1 if max(values, default=0.0) >= 10 else 3
 
 
-def _cell(stats: Mapping, i: int) -> str:
-    return f"{_fmt(stats['iqm'][i])} [{_fmt(stats['ci_low'][i])}, {_fmt(stats['ci_high'][i])}]"
+def _cell(stats: Mapping, i: int, digits: int) -> str:
+    return (f"{stats['iqm'][i]:.{digits}f} [{stats['ci_low'][i]:.{digits}f}, "
+            f"{stats['ci_high'][i]:.{digits}f}]")
 
 
 def _name(method: str) -> str:
@@ -272,9 +275,10 @@ def deployment_table(agg: Mapping, max_columns: int = 8) -> str:
         cols = [i for i, d in enumerate(deps) if d in (1, 5, 10, 15) or i == len(deps) - 1]
     lines = ["| method | " + " | ".join(f"deployment {deps[i]}" for i in cols) + " |",
              "|---" * (len(cols) + 1) + "|"]
+    digits = _digits(agg["methods"].values())
     for m, stats in agg["methods"].items():
         lines.append(f"| {_name(m)} (n={stats['runs']}) | "
-                     + " | ".join(_cell(stats, i) for i in cols) + " |")
+                     + " | ".join(_cell(stats, i, digits) for i in cols) + " |")
     return "\n".join(lines)
 
 
@@ -282,9 +286,10 @@ def task_table(aggs: Mapping, keys: Sequence[str]) -> str:
     """Markdown: one row per method, one column per key, at each key's last deployment."""
     header = [f"{k.removeprefix(ZERO_SHOT)} (d={aggs[k]['deployments'][-1]})" for k in keys]
     lines = ["| method | " + " | ".join(header) + " |", "|---" * (len(keys) + 1) + "|"]
+    digits = _digits([st for k in keys for st in aggs[k]["methods"].values()])
     for m in aggs[keys[0]]["methods"]:
         lines.append(f"| {_name(m)} | " + " | ".join(
-            _cell(aggs[k]["methods"][m], -1) for k in keys) + " |")
+            _cell(aggs[k]["methods"][m], -1, digits) for k in keys) + " |")
     return "\n".join(lines)
 
 
@@ -406,7 +411,8 @@ def main(argv):
     records = run_grid(out_dir, env)
     reps = FLAGS.reps
     bootstrap = "rliable" if _rliable_library() else "numpy; rliable.library not importable"
-    header = (f"# CASCADE on {env} ({FLAGS.preset} preset): IQM over {FLAGS.seeds} seeds "
+    header = (f"# CASCADE on {env} ({FLAGS.preset} preset): IQM over {FLAGS.seeds} "
+              f"seed{'s' if FLAGS.seeds != 1 else ''} "
               f"[95% stratified bootstrap CI, {reps} resamples, {bootstrap}]\n")
     if kind == "coverage":
         keys = ["coverage"] + (["deployment_coverage"] if common_deployments(

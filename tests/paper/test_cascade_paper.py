@@ -140,7 +140,8 @@ def test_tables_and_plot(tmp_path):
     agg = paper.aggregate(records, "coverage", reps=REPS)
     table = paper.deployment_table(agg)
     assert table.splitlines()[0] == "| method | deployment 0 | deployment 1 |"
-    assert "| CASCADE (n=2) | 1.500 [" in table
+    # Coverage-sized numbers (>= 10 somewhere in the table) get one decimal.
+    assert "| CASCADE (n=2) | 1.5 [1.0, 2.0] | 25.0 [20.0, 30.0] |" in table
     assert "P(CASCADE > Random) in coverage at deployment 1: 1.000" in \
         paper.improvement_lines(agg, "coverage")
     path = str(tmp_path / "coverage.png")
