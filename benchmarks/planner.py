@@ -174,6 +174,7 @@ def time_preset(preset: str) -> dict:
                         np.random.default_rng(0))
     model.policy_std = config.model.policy_std
     value_gap = float(np.abs(np.asarray(jax_values) - np_vals).max())
+    value_scale = float(np.abs(np_vals).max())
 
     act = agent.jit_act
     start = time.perf_counter()
@@ -196,7 +197,7 @@ def time_preset(preset: str) -> dict:
             "mlp_dim": config.model.mlp_dim, "latent_dim": config.model.latent_dim,
             "jax_plans_per_s": n / jax_s, "numpy_plans_per_s": n / np_s,
             "speedup_jax_over_numpy": np_s / jax_s, "jax_compile_s": round(compile_s, 2),
-            "value_max_abs_diff": value_gap}
+            "value_max_abs_diff": value_gap, "value_max_abs": value_scale}
 
 
 def main(argv):
@@ -206,10 +207,11 @@ def main(argv):
         row = time_preset(preset)
         rows.append(row)
         print(f"{preset:>6}: JAX {row['jax_plans_per_s']:8.1f} plans/s | NumPy "
-              f"{row['numpy_plans_per_s']:7.2f} plans/s | ratio {row['speedup_jax_over_numpy']:.1f}x"
+              f"{row['numpy_plans_per_s']:7.2f} plans/s | "
+              f"ratio {row['speedup_jax_over_numpy']:.1f}x"
               f" ({row['num_envs']} envs, {row['num_samples']}+{row['num_pi_trajs']} samples, "
               f"{row['iterations']} it, H={row['horizon']}; value gap "
-              f"{row['value_max_abs_diff']:.1e})")
+              f"{row['value_max_abs_diff']:.1e} of max |V| {row['value_max_abs']:.1f})")
     result = {"backend": jax.default_backend(), "devices": jax.device_count(),
               "machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
               "load_avg_1min": os.getloadavg()[0],

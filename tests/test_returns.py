@@ -1,7 +1,6 @@
 """Returns: hand-worked lambda-returns, a slow Python reference, lambda = 1 / 0 limits, weights
 and the running normalizers; core functions run with and without jit (chex.variants)."""
 import chex
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -1,9 +1,9 @@
-"""FOWM offline-to-online finetuning. Presets: smoke (tests), cpu (CartpoleBalance, a locally
+"""FOWM offline-to-online finetuning. Presets: smoke (tests), cpu (CartpoleSwingup, a locally
 generated medium-replay dataset, a few minutes here), paper (FOWM defaults, D4RL task settings).
 
-Make the dataset first (cpu):
-  python experiments/make_dataset.py --config=experiments/configs/tdmpc.py:cpu \
-      --out_dir=datasets/CartpoleBalance-v1
+Make the dataset first (its defaults: a TD-MPC cpu run on CartpoleSwingup snapshotted at 1000
+env steps, written to datasets/CartpoleSwingup-v1/):
+  python experiments/make_dataset.py
 Usage: python experiments/fowm.py --config=experiments/configs/fowm.py:cpu --workdir=runs/fowm
 """
 import ml_collections

@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
-from jax.scipy.special import log_ndtr, ndtr, ndtri
+from jax.scipy.special import ndtr, ndtri
 
 from jaxwm import distributions as dists
 from jaxwm import returns as rets

@@ -1,15 +1,16 @@
 """TOLD: the decoder-free latent world model of TD-MPC, TD-MPC2 and FOWM, and its losses.
 
 Components (Hansen, Wang & Su, "Temporal Difference Learning for Model Predictive Control",
-ICML 2022, Sec. 3): encoder z = h(s), latent dynamics z' = d(z, a), reward R(z, a), an ensemble of
-Q(z, a) and a policy prior pi(z). TD-MPC2 (Hansen, Su & Wang, ICLR 2024, Sec. 3) normalizes latents
+ICML 2022): encoder z = h(s), latent dynamics z' = d(z, a), reward R(z, a), an ensemble of
+Q(z, a) and a policy prior pi(z). TD-MPC2 (Hansen, Su & Wang, ICLR 2024) normalizes latents
 with SimNorm, uses LayerNorm + Mish MLPs, two-hot symlog reward/Q heads (101 bins), five Qs and a
 maximum-entropy Gaussian policy. FOWM (Feng et al., "Finetuning Offline World Models in the Real
-World", CoRL 2023, Sec. 4) adds a state value V(z) learned by expectile regression (IQL, Kostrikov
+World", CoRL 2023) adds a state value V(z) learned by expectile regression (IQL, Kostrikov
 et al. 2022), TD targets r + gamma V(z') and an AWR policy (Peng et al. 2019).
 
 Everything is a pure function of parameter pytrees. The Q-ensemble is one parameter tree stacked
-on a leading axis E (`jax.vmap(init)(keys)`) applied with `jax.vmap`. Batches are time-major
+on a leading axis E (`jaxwm.ensemble.init`: `jax.vmap(init)(keys)`) applied with `jax.vmap`
+(`jaxwm.ensemble.apply`). Batches are time-major
 sequences from the replay buffer (Dreamer convention, see `jaxwm.data.replay`):
   'vector' float [H + 1, B, D], 'action' float [H + 1, B, A] (a_t taken after observing o_t; the
   last one is unused), 'reward' float [H + 1, B] (received on arriving at o_t), 'is_first',
@@ -25,6 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from jaxwm import distributions as dists
+from jaxwm import ensemble
 from jaxwm.nn import ACTIVATIONS, MLP, get_activation, simnorm
 
 sg = jax.lax.stop_gradient
@@ -40,7 +42,7 @@ POLICY_OBJECTIVES = ("max_q", "awr")
 # Config
 # ------------------------------------------------------------------------------------------------
 def model_config(variant: str = "tdmpc") -> ml_collections.ConfigDict:
-    """Published TOLD defaults: 'tdmpc' (TD-MPC, App. C), 'tdmpc2' (TD-MPC2, App. H) or 'fowm'
+    """Published TOLD defaults: 'tdmpc' (TD-MPC's official config), 'tdmpc2' (TD-MPC2's) or 'fowm'
     (FOWM's TD-MPC with a value head; official cfgs/config.yaml)."""
     variants = ("tdmpc", "tdmpc2", "fowm")
     if variant not in variants:
@@ -137,7 +139,7 @@ def check_config(c: ml_collections.ConfigDict, prefix: str = "model") -> None:
 # Core maths (unbatched-friendly, elementwise)
 # ------------------------------------------------------------------------------------------------
 def expectile_loss(diff: jax.Array, expectile: float) -> jax.Array:
-    """Asymmetric L2 of IQL (Kostrikov et al. 2022, Eq. 5): |tau - 1(u < 0)| u^2, u = Q - V.
+    """Asymmetric L2 of IQL (Kostrikov et al. 2022): |tau - 1(u < 0)| u^2, u = Q - V.
 
     diff: [...] -> [...]. tau > 0.5 pushes V towards an upper expectile of Q.
     """
@@ -148,7 +150,7 @@ def expectile_loss(diff: jax.Array, expectile: float) -> jax.Array:
 
 def awr_weights(q: jax.Array, v: jax.Array, scale: float, max_weight: float) -> jax.Array:
     """Advantage weights min(exp(scale * (Q - V)), max_weight) of AWR (Peng et al. 2019) as
-    clamped in FOWM (Sec. 4.1, A_scaling 3, clamp 100).  q, v: [...] -> [...] (no gradient)."""
+    clamped in FOWM (A_scaling 3, clamp 100).  q, v: [...] -> [...] (no gradient)."""
     chex.assert_equal_shape([q, v])
     return sg(jnp.minimum(jnp.exp(scale * (q - v)), max_weight))
 
@@ -168,7 +170,7 @@ def transition_mask(is_first: jax.Array) -> jax.Array:
 
 
 def min_of_two(values: jax.Array, key: jax.Array) -> jax.Array:
-    """Min over two distinct members drawn at random from an ensemble (TD-MPC2 Sec. 3.2; the
+    """Min over two distinct members drawn at random from an ensemble (TD-MPC2; the
     min of both for E = 2).  values: [E, ...] -> [...]."""
     idx = jax.random.choice(key, values.shape[0], (2,), replace=False)
     return jnp.min(values[idx], axis=0)
@@ -213,7 +215,7 @@ class LatentNet(nn.Module):
 class ValueNet(nn.Module):
     """Q(z, a) / V(z) net: [..., I] -> [..., out], zero-initialized output layer.
 
-    tanh_first: first hidden layer is Dense -> LayerNorm -> tanh (TD-MPC App. C, FOWM)."""
+    tanh_first: first hidden layer is Dense -> LayerNorm -> tanh (TD-MPC, FOWM official code)."""
     hidden: int
     out: int
     act: str
@@ -278,7 +280,7 @@ class TOLD:
             "encoder": self.encoder.init(k_enc, obs),
             "dynamics": self.dynamics.init(k_dyn, za),
             "reward": self.reward_net.init(k_rew, za),
-            "q": jax.vmap(self.q_net.init, in_axes=(0, None))(jax.random.split(k_q, c.num_q), za),
+            "q": ensemble.init(lambda k: self.q_net.init(k, za), k_q, c.num_q),
         }
         if c.value_learning == "iql":
             params["v"] = self.v_net.init(k_v, z)
@@ -312,7 +314,7 @@ class TOLD:
 
     def q_outputs(self, q_params, z, a):
         """Raw head outputs of every member: [E, ..., 1 or K] (vmap over the stacked axis)."""
-        return jax.vmap(self.q_net.apply, in_axes=(0, None))(q_params, _concat(z, a))
+        return ensemble.apply(self.q_net.apply, q_params, _concat(z, a))
 
     def q_values(self, q_params, z, a):
         """Q_e(z, a) for e = 1..E: [E, ...]."""
@@ -377,10 +379,11 @@ class TOLD:
         return jnp.concatenate([z0[None], zs], 0), rewards
 
     def world_model_loss(self, params, pi_params, target, batch, key):
-        """TD-MPC objective (TD-MPC Eq. 10; TD-MPC2 Eq. 3-4; FOWM Eq. 2-4) on sequences [H + 1, B]:
+        """TOLD objective of TD-MPC, TD-MPC2 and FOWM on sequences [H + 1, B]:
 
           sum_t rho^t [ c1 ||z_{t+1} - sg(h'(o_{t+1}))||^2 + c2 l(R(z_t, a_t), r_t)
-                        + c3 sum_e l(Q_e(z_t, a_t), y_t) (+ c3 L_tau(min2 Q'(z_t, a_t) - V(z_t))) ] / H
+                        + c3 sum_e l(Q_e(z_t, a_t), y_t)
+                        (+ c3 L_tau(min2 Q'(z_t, a_t) - V(z_t)))  ] / H
 
         y_t = r_t + gamma (1 - terminal) [min2_e Q'_e(z', pi(z'))  ('td')  |  V(z')  ('iql')],
         z' = sg(h(o_{t+1})); primes are EMA targets; l is MSE or two-hot CE. Q losses are summed
@@ -440,10 +443,10 @@ class TOLD:
     def policy_loss(self, pi_params, params, target, zs, batch, q_scale, key):
         """Policy prior objective on latents zs [H + 1, B, L] (no gradient into the model).
 
-        'max_q' (TD-MPC Eq. 11, TD-MPC2 Eq. 5): sum_t rho^t [alpha log pi(a|z_t) - Q(z_t, a) / s],
+        'max_q' (TD-MPC, TD-MPC2): sum_t rho^t [alpha log pi(a|z_t) - Q(z_t, a) / s],
           a ~ pi(z_t); Q = min of the two Qs (E = 2) or the mean of two random members (TD-MPC2),
           s = max(1, running 5-95% Q range) for two-hot heads, else 1; alpha for gaussian only.
-        'awr' (FOWM Eq. 5): -sum_t rho^t mask_t w_t log pi(a_t | z_t), w = min(exp(A (Q' - V)), 100)
+        'awr' (FOWM): -sum_t rho^t mask_t w_t log pi(a_t | z_t), w = min(exp(A (Q' - V)), 100)
           with Q' = min2 target Q on dataset actions a_t.
         Returns (loss, metrics).
         """

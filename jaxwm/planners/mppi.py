@@ -1,13 +1,13 @@
 """MPPI trajectory optimization in a learned latent model, as a pure jittable function.
 
-TD-MPC (Hansen et al., ICML 2022, Sec. 3.3 and Alg. 1) plans with MPPI (Williams et al. 2015):
+TD-MPC (Hansen et al., ICML 2022, Alg. 1) plans with MPPI (Williams et al. 2015):
 Gaussian action sequences plus trajectories of the policy prior are scored by
   V(tau) = sum_{t<H} gamma^t R(z_t, a_t) + gamma^H Q(z_H, pi(z_H)),
 the top-k elites are averaged with weights exp(temperature (V - V_max)), the Gaussian is refit
 (std clamped to [min_std, max_std], mean smoothed by momentum) for a few iterations, and the action
 executed is the first action of an elite drawn by weight (plus std noise when exploring). The mean
-is warm-started from the previous plan shifted by one step. TD-MPC2 (Sec. 3.3) keeps this with
-momentum 0 and averaged Qs. FOWM (Feng et al., CoRL 2023, Sec. 4.2, Eq. 6) penalizes epistemic
+is warm-started from the previous plan shifted by one step. TD-MPC2 keeps this with
+momentum 0 and averaged Qs. FOWM (Feng et al., CoRL 2023) penalizes epistemic
 uncertainty: every reward and the terminal value lose lambda * std_e Q_e over the Q-ensemble.
 
 `plan(config, fns, params, key, latent, prev_mean, is_first, explore)` is written for one latent
@@ -28,7 +28,7 @@ AGGREGATIONS = ("min", "mean")
 
 @dataclasses.dataclass(frozen=True)
 class MPPIConfig:
-    """MPPI settings (defaults: TD-MPC, Sec. 3.3 / App. C). Static under jit (hashable)."""
+    """MPPI settings (defaults: TD-MPC's official config). Static under jit (hashable)."""
     horizon: int = 5              # planning horizon H
     num_samples: int = 512        # Gaussian action sequences per iteration
     num_pi_trajs: int = 25        # policy-prior trajectories (TD-MPC: 5% of 512; TD-MPC2: 24)
@@ -109,7 +109,7 @@ def trajectory_value(rewards: jax.Array, terminal: jax.Array, gamma: float) -> j
 
 
 def penalized_value(qs: jax.Array, penalty: float, aggregation: str) -> jax.Array:
-    """Aggregate of an ensemble minus penalty * its sample std: [E, N] -> [N] (FOWM Eq. 6)."""
+    """Aggregate of an ensemble minus penalty * its sample std: [E, N] -> [N] (FOWM)."""
     chex.assert_rank(qs, 2)
     value = qs.min(0) if aggregation == "min" else qs.mean(0)
     if penalty:
@@ -124,7 +124,7 @@ def uncertainty_cost(qs: jax.Array, penalty: float) -> jax.Array:
 
 
 def mppi_update(actions: jax.Array, values: jax.Array, num_elites: int, temperature: float):
-    """Refit of the sampling Gaussian to the elites (TD-MPC Alg. 1, lines 9-11).
+    """Refit of the sampling Gaussian to the elites (TD-MPC Alg. 1).
 
     actions [N, H, A], values [N] -> (mean [H, A], std [H, A], elites [K, H, A], weights [K]),
     weights_k = softmax_k(temperature * V_k) over the K best, mean and std weighted by them.

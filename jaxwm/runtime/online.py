@@ -244,7 +244,7 @@ def run(agent, env, config: ml_collections.ConfigDict, workdir: str, *, labeler=
         act_eval = lambda cr, o, k: act(params, cr, o, k, mode_id["eval"])  # noqa: E731
         state["key"], k_eval = jax.random.split(state["key"])
         res = run_episodes(eval_env, act_eval, agent.initial_carry(eval_env.num_envs), k_eval,
-                           labeler if labeler is not None else None)
+                           labeler)
         eval_env.close()
         values = {f"eval/{k}": float(np.mean(v)) for k, v in res.items()}
         logger.log(step, values)
@@ -260,7 +260,8 @@ def run(agent, env, config: ml_collections.ConfigDict, workdir: str, *, labeler=
         return agent.video(state["agent"], batch, k_video, path)
 
     while env_step < c.steps:
-        ready = env_step >= c.prefill and int(state["replay"].count) >= c.seq_len
+        # replay holds min(steps per env, capacity) >= seq_len steps per env (no device sync)
+        ready = env_step >= c.prefill and env_step // env.num_envs >= c.seq_len
         mode = "explore" if (learn and env_step >= c.prefill) else "random"
         state["key"], k_act = jax.random.split(state["key"])
         action, carry = act(state["agent"], carry, policy_inputs(env, out), k_act, mode_id[mode])
@@ -287,7 +288,7 @@ def run(agent, env, config: ml_collections.ConfigDict, workdir: str, *, labeler=
             fps = (env_step - step0) / max(time.time() - t0, 1e-6)
             values = {**metrics, **stats.pop(), "env_fps": fps, "train_calls": float(calls)}
             summary.update(logger.log(env_step, values))
-        if c.eval_every and env_step - last_eval >= c.eval_every:
+        if c.eval_every and env_step - last_eval >= c.eval_every and env_step < c.steps:
             last_eval = env_step
             summary.update(evaluate(env_step))
         for i, (every, fn) in enumerate(periodic):
@@ -304,7 +305,7 @@ def run(agent, env, config: ml_collections.ConfigDict, workdir: str, *, labeler=
         logger.advance(env_step)
 
     summary.update(evaluate(env_step))
-    if learn and calls:
+    if learn and env_step > c.prefill:
         path = video(env_step)
         if path:
             logger.write(f"open-loop video: {path}")

@@ -21,6 +21,9 @@ def test_smoke_trains_logs_checkpoints_and_resumes(tmp_path):
     assert json.load(open(os.path.join(workdir, "config.json")))["preset"] == "smoke"
     assert os.listdir(os.path.join(workdir, "tb"))
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["40", "60"]
+    assert os.listdir(os.path.join(workdir, "plots"))
+    # vector observations: real vs open-loop imagined values as a PNG
+    assert os.path.exists(os.path.join(workdir, "videos", "openloop_60.png"))
     # Resume with a larger budget: continues from the checkpoint at step 60.
     config.run.steps = 80
     summary = train_and_evaluate(config, workdir)
@@ -47,7 +50,9 @@ def test_bad_preset():
 
 @pytest.mark.slow
 def test_cpu_preset_beats_random_on_cartpole_balance(tmp_path):
-    """~20-30 min on 2 shared cores. Measured returns are reported in the project notes."""
+    """~15 min on 2 free cores (46 min under heavy load). Measured with the binary (seed 0):
+    eval return (5 episodes, mode policy) 870 vs 312 random; mean of the last 10 training
+    episodes 833 vs 362 random."""
     config = get_config("cpu")
     learned = train_and_evaluate(config, str(tmp_path / "dreamer"))
     config = get_config("cpu")

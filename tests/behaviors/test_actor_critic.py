@@ -1,10 +1,8 @@
 """Actor-critic: exact loss values, gradient signs of REINFORCE and dynamics backprop (on the pure
 losses and through imagination with a tiny world model), action distributions, config errors."""
-import types
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
@@ -136,7 +134,8 @@ def test_imagine_shapes_and_gradient_flow(continuous):
     def last_deter(params):
         t = ac.imagine(wm, wm_params, params, start, 5, jax.random.PRNGKey(2))
         return t.states["deter"][-1].sum()
-    grads = jax.jit(jax.grad(last_deter))(state.actor.params)  # dynamics depend on the actor's actions
+    # The dynamics depend on the actor's actions.
+    grads = jax.jit(jax.grad(last_deter))(state.actor.params)
     assert float(jnp.abs(out_bias_grad(grads)).sum()) > 0
 
 
@@ -150,7 +149,8 @@ def test_dynamics_backprop_pushes_actions_up_the_reward(continuous):
         a_loss, _, _ = ac.losses(actor_params, state.critic.params, state, wm, wm_params, traj,
                                  reward_fn(traj))
         return a_loss
-    grad = out_bias_grad(jax.jit(jax.grad(loss))(state.actor.params))  # [mean_0, mean_1, std_0, std_1]
+    # Output bias layout: [mean_0, mean_1, std_0, std_1].
+    grad = out_bias_grad(jax.jit(jax.grad(loss))(state.actor.params))
     # With zero critics every return is a positive combination of later actions, and the
     # truncated normal's reparameterized sample increases with its mean: descent raises mean_0.
     assert grad[0] < 0

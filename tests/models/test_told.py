@@ -84,10 +84,10 @@ def test_vmapped_q_ensemble_equals_loop_over_members(model):
     assert float(told.ensemble_std(vmapped).mean()) > 0
 
 
-def test_reward_loss_has_rho_weights_and_masks(model):
-    m, params, pi_params = model
-    if m.config.head != "scalar":
-        pytest.skip("hand value for the MSE head")
+@pytest.mark.parametrize("variant", ["tdmpc", "fowm"])  # the MSE reward head
+def test_reward_loss_has_rho_weights_and_masks(variant):
+    m = told.TOLD(tiny_config(variant), OBS, ACT)
+    params, pi_params = jax.jit(m.init)(jax.random.key(0))
     # Heads start at ~0 (zero-initialized output layer) and rewards are 1, so every per-step
     # squared error is 1: loss = sum_t rho^t mask_t = 1 + 0.5 + 0.25 = 1.75 for full sequences;
     # env 0 resets at k = 2, so only t = 0 counts for it: mean over B = (1 + 3 * 1.75) / 4.
@@ -124,7 +124,8 @@ def test_deterministic_policy_log_prob_is_unit_gaussian():
 
     @jax.jit
     def run(pi_params, z, a, key):
-        return m.pi_dist(pi_params, z)[0], m.pi_log_prob(pi_params, z, a), m.pi(pi_params, z, key)[0]
+        mean = m.pi_dist(pi_params, z)[0]
+        return mean, m.pi_log_prob(pi_params, z, a), m.pi(pi_params, z, key)[0]
 
     mean, log_prob, action = run(pi_params, z, a, jax.random.key(2))
     expected = -0.5 * ((a - mean) ** 2).sum(-1) - np.log(2 * np.pi)  # A = 2: 2 * 0.5 log 2pi

@@ -117,7 +117,8 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     """Full Dreamer agent config: env, model, behavior and run blocks.
 
     smoke: seconds (tests) on CartpoleBalance states; cpu: a real run on this 2-core machine
-    (CartpoleBalance from states, ~15 minutes); paper: DreamerV2 DMC (walker walk from pixels).
+    (CartpoleBalance from states, 20k env steps, 4k gradient steps: ~20-45 min depending on the
+    load); paper: DreamerV2 DMC (walker walk from pixels).
     """
     from jaxwm.runtime.online import run_config
     if preset not in AGENT_PRESETS:

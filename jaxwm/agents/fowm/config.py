@@ -5,7 +5,8 @@ AWR policy prior, on an offline dataset (`jaxwm.data.datasets`). Online phase: t
 batches drawn 50/50 from the offline and the online buffer, acting with MPPI penalized by
 lambda * std over a 5-member Q-ensemble. `paper` follows the official cfgs/config.yaml with the
 D4RL locomotion task settings (expectile 0.7, A_scaling 3, lambda 20, 500k offline steps);
-`cpu` runs on CartpoleBalance with a dataset made by experiments/make_dataset.py in minutes.
+`cpu` runs on CartpoleSwingup (action repeat 8) with a medium-replay dataset made by
+experiments/make_dataset.py, in minutes.
 """
 import ml_collections
 
@@ -16,7 +17,7 @@ PRESETS = ("smoke", "cpu", "paper")
 
 
 def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
-    """Full FOWM config: env, dataset, model (TOLD + V), planner, offline and run (online) blocks."""
+    """Full FOWM config: env, dataset, model (TOLD + V), planner, offline, run (online) blocks."""
     if preset not in PRESETS:
         raise ValueError(f"preset={preset!r} is not one of {PRESETS}")
     c = tdmpc_config.get_config(preset)
@@ -39,7 +40,9 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
         return c
     m.latent_dim, m.enc_dim, m.mlp_dim = (32, 128, 128) if preset == "cpu" else (16, 16, 16)
     if preset == "cpu":
-        c.dataset.path = "datasets/CartpoleBalance-v1/medium_replay.npz"
+        # Balance is solved offline from any TD-MPC replay; swing-up leaves room to finetune.
+        c.env.name = "CartpoleSwingup-v1"
+        c.dataset.path = "datasets/CartpoleSwingup-v1/medium_replay.npz"
         m.lr = 1e-3
         m.expectile = 0.7
         p.num_samples, p.num_pi_trajs, p.num_elites, p.iterations = 128, 8, 16, 4

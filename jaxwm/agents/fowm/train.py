@@ -1,4 +1,4 @@
-"""FOWM: offline training on a dataset, then online finetuning (Feng et al., CoRL 2023, Alg. 1).
+"""FOWM: offline training on a dataset, then online finetuning (Feng et al., CoRL 2023).
 
 Offline phase: `offline.steps` gradient steps (jitted calls of `offline.updates_per_call`) on
 sequences from the dataset only, evaluated every `offline.eval_every` steps with the

@@ -71,6 +71,11 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
         c.env.name = "MiniGrid-Empty-16x16-v0"
         c.env.overrides = ml_collections.ConfigDict({"obs": "vector", "max_episode_steps": 100})
         c.behavior.discount = 0.99
+        # Discrete REINFORCE explorer on a tiny budget: V3-style normalized advantages, unimix
+        # and a large entropy bonus keep it from collapsing onto one action (measured: with
+        # eta = 3e-3 it collapsed onto 'turn left' and covered 60 cells vs random's 107).
+        c.behavior.return_norm, c.behavior.actor_unimix = "percentile", 0.01
+        c.behavior.actor_ent, c.behavior.actor_lr = 3e-2, 1e-4
         r.steps, r.prefill, r.pretrain, r.train_every = 20_000, 1000, 100, 10
         r.batch_size, r.seq_len, r.replay_capacity = 16, 32, 20_000
         r.log_every, r.checkpoint_every = 1000, 5000

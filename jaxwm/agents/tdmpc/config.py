@@ -1,8 +1,9 @@
 """TD-MPC / TD-MPC2 configuration with presets.
 
 smoke / smoke_v2: seconds (tests). cpu / cpu_v2: a real run on this 2-core machine (CartpoleBalance
-from states, a few minutes). paper / paper_v2: the published defaults (TD-MPC, Hansen et al. 2022,
-App. C and its default.yaml; TD-MPC2, Hansen et al. 2024, App. H), for GPU/TPU.
+from states with TD-MPC's cartpole action repeat 8, ~2-3 minutes). paper / paper_v2: the published
+defaults (TD-MPC, Hansen et al. 2022, official cfgs/default.yaml; TD-MPC2, Hansen et al. 2024,
+official config) on walker walk, for GPU/TPU.
 Env steps count agent steps (one action, repeated `action_repeat` times by the env) over all envs.
 """
 import ml_collections
@@ -32,14 +33,14 @@ def planner_config() -> ml_collections.ConfigDict:
 def run_config() -> ml_collections.ConfigDict:
     """Host loop settings (TD-MPC paper values)."""
     r = ml_collections.ConfigDict()
-    r.env_steps = 500_000          # total agent steps over all envs
+    r.env_steps = 250_000          # total agent steps over all envs (TD-MPC: 500k frames / repeat)
     r.seed_steps = 5_000           # uniform random actions before training starts
     r.pretrain_updates = 5_000     # gradient steps once the seed data is in (TD-MPC: seed_steps)
     r.updates_per_step = 1.0       # gradient steps per agent step (update-to-data ratio)
     r.train_every = 1              # batched env steps between jitted training calls
     r.batch_size = 512             # sequences per gradient step
     r.replay_capacity = 1_000_000  # replay size in agent steps over all envs
-    r.eval_every = 20_000          # agent steps between evaluations
+    r.eval_every = 5_000           # agent steps between evaluations (TD-MPC: 10k frames)
     r.eval_episodes = 10           # evaluation episodes (run as parallel envs)
     r.log_every = 1_000            # agent steps between train-metric records
     r.checkpoint_every = 50_000    # agent steps between checkpoints (0: only at the end)
