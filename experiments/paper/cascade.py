@@ -9,6 +9,10 @@ the probability of improvement of CASCADE over each baseline at the last deploym
   (and `deployment_coverage`, the cells of that deployment alone) -> coverage.png
 - walker (dmc:walker_walk): zero-shot returns `zero_shot/{stand,walk,run,flip}` per task, their
   per-run mean over tasks, and all tasks pooled (rliable's aggregate IQM) -> zero_shot.png
+- atari (Montezuma's Revenge; Freeway in the cpu preset), crafter (Craftax-Classic): zero-shot
+  game score `zero_shot/extrinsic` -> zero_shot.png; crafter adds the Crafter score of the
+  deployments' episodes per deployment.
+The env is the one of `experiments/configs/cascade.py:<preset>_<domain>` unless --env is given.
 
 Writes `table.md`, `results.json` and the figure to --out_dir.
 
@@ -35,10 +39,13 @@ from rliable import metrics as rly_metrics
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-DOMAINS = {  # domain -> (default env, kind of result)
-    "minigrid": ("MiniGrid-FourRooms-v0", "coverage"),
-    "walker": ("dmc:walker_walk", "zero_shot"),
+DOMAINS = {  # domain -> kind of result (the env is the `<preset>_<domain>` config's)
+    "minigrid": "coverage",
+    "walker": "zero_shot",
+    "atari": "zero_shot",
+    "crafter": "zero_shot",
 }
+CRAFTER_SCORE = "crafter_score"     # of the deployments' own episodes (Crafter only)
 METHODS = ("cascade", "pp2e", "p2e", "random")
 NAMES = {"cascade": "CASCADE", "pp2e": "PP2E", "p2e": "P2E", "random": "Random"}
 CASCADE = "cascade"
@@ -360,17 +367,20 @@ def load_config_module():
 
 def build_config(preset: str, domain: str, env: str, method: str, seed: int,
                  eval_deployments: str):
-    """The deployment config of one run: `get_config(preset)` of experiments/configs/cascade.py
-    with the method, seed and env set."""
-    config = load_config_module().get_config(preset)
-    config.method, config.seed, config.env.name = method, seed, env
-    if DOMAINS[domain][1] == "zero_shot" and eval_deployments:
+    """The deployment config of one run: `get_config('<preset>_<domain>')` of
+    experiments/configs/cascade.py with the method, seed and (if not '') env set."""
+    config = load_config_module().get_config(f"{preset}_{domain}")
+    config.method, config.seed = method, seed
+    if env:
+        config.env.name = env
+    if DOMAINS[domain] == "zero_shot" and eval_deployments:
         config.deploy.eval_deployments = eval_deployments
     return config
 
 
 def run_grid(out_dir: str, env: str) -> dict:
-    """Runs (or reuses) every (method, seed); returns {method: {seed: records}}."""
+    """Runs (or reuses) every (method, seed) on `env` ('' = the preset's); returns
+    {method: {seed: records}}."""
     grid = [(m, s) for m in FLAGS.methods for s in range(FLAGS.seeds)]
     records = {m: {} for m in FLAGS.methods}
     start = time.time()
@@ -405,7 +415,8 @@ def main(argv):
     if FLAGS.seeds < 1:
         raise ValueError(f"--seeds={FLAGS.seeds} must be >= 1")
     domain = FLAGS.domain
-    env, kind = FLAGS.env or DOMAINS[domain][0], DOMAINS[domain][1]
+    kind = DOMAINS[domain]
+    env = build_config(FLAGS.preset, domain, FLAGS.env, "cascade", 0, "").env.name
     out_dir = FLAGS.out_dir or os.path.join("runs", "paper", f"cascade_{domain}")
     os.makedirs(out_dir, exist_ok=True)
     records = run_grid(out_dir, env)
@@ -448,6 +459,10 @@ def main(argv):
                 f"## Probability of improvement\n\n"
                 f"{improvement_lines(aggs[ALL_TASKS], 'the zero-shot tasks (averaged over tasks)')}"
                 f"\n{improvement_lines(aggs[TASK_MEAN], 'the mean over tasks')}\n")
+        if common_deployments(records, CRAFTER_SCORE):
+            aggs[CRAFTER_SCORE] = aggregate(records, CRAFTER_SCORE, reps=reps)
+            text += (f"\n## Crafter score of the deployments' episodes\n\n"
+                     f"{deployment_table(aggs[CRAFTER_SCORE])}\n")
         figure = os.path.join(out_dir, "zero_shot.png")
         plot_curves(aggs, tasks + [TASK_MEAN], figure, "zero-shot return (IQM, 95% CI)", env)
     print("\n" + text)

@@ -285,7 +285,16 @@ class CraftaxClassicEnv(EnvpoolEnv):
     """Craftax Classic ('Craftax-Classic-Pixels-v1' / 'Craftax-Classic-Symbolic-v1'; obs='image'
     or 'vector' picks the envpool variant, default from the name): 'image' uint8 [N, 64, 64, 3]
     (envpool's 63x63 float [0, 1] image scaled to 255 and zero-padded bottom/right) or 'vector'
-    float32 [N, 1345]. Episodes end on death or after 10000 steps (`max_episode_steps`)."""
+    float32 [N, 1345]. Episodes end on death or after 10000 steps (`max_episode_steps`).
+    Extra key: 'achievements' float32 [N, 22] (`ACHIEVEMENTS` order), 1 where the episode that
+    ends at this step (`is_last`) unlocked the achievement, else 0 (envpool reports them only
+    on the last step of an episode)."""
+    ACHIEVEMENTS = (
+        'collect_coal', 'collect_diamond', 'collect_drink', 'collect_iron', 'collect_sapling',
+        'collect_stone', 'collect_wood', 'defeat_skeleton', 'defeat_zombie', 'eat_cow',
+        'eat_plant', 'make_iron_pickaxe', 'make_iron_sword', 'make_stone_pickaxe',
+        'make_stone_sword', 'make_wood_pickaxe', 'make_wood_sword', 'place_furnace',
+        'place_plant', 'place_stone', 'place_table', 'wake_up')
 
     @classmethod
     def options(cls, name):
@@ -304,8 +313,10 @@ class CraftaxClassicEnv(EnvpoolEnv):
         return {'vector': Space(tuple(self._pool.observation_space.shape), np.dtype(np.float32))}
 
     def _convert(self, obs, info):
+        achievements = np.stack([info[f'Achievements/{a}'] for a in self.ACHIEVEMENTS], 1)
+        extra = {'achievements': (achievements > 0).astype(np.float32)}
         if self.config['obs'] == 'vector':
-            return {'vector': np.asarray(obs, np.float32)}
+            return {'vector': np.asarray(obs, np.float32), **extra}
         img = np.round(np.clip(obs, 0, 1) * 255).astype(np.uint8)
         pad = 64 - img.shape[1], 64 - img.shape[2]
-        return {'image': np.pad(img, ((0, 0), (0, pad[0]), (0, pad[1]), (0, 0)))}
+        return {'image': np.pad(img, ((0, 0), (0, pad[0]), (0, pad[1]), (0, 0))), **extra}

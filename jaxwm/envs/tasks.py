@@ -73,13 +73,26 @@ class WalkerTasks:
         return labels
 
 
-FAMILIES = ("walker",)
+class ExtrinsicTask:
+    """The environment's own reward as the single held-out task ('extrinsic'): reward-free
+    exploration on Atari or Crafter, then a task policy trained zero-shot on the game score
+    (CASCADE, Xu et al. 2022, Sec. 5: Atari and Crafter evaluations)."""
+    tasks = ("extrinsic",)
+
+    def label(self, out: dict) -> dict:
+        return {"reward/extrinsic": np.asarray(out["reward"], np.float32)}
+
+
+FAMILIES = ("walker", "extrinsic")
 
 
 def make_family(name: str, env=None):
-    """Task family `name` ('walker'); `env` supplies the action repeat (default 1)."""
+    """Task family `name` ('walker' or 'extrinsic'); `env` supplies the walker's action repeat
+    (default 1)."""
     if name not in FAMILIES:
         raise ValueError(f"task family {name!r} is not one of {FAMILIES}")
+    if name == "extrinsic":
+        return ExtrinsicTask()
     repeat = 1
     if env is not None:
         repeat = int(getattr(env, "config", {}).get("action_repeat", 1))
@@ -87,7 +100,11 @@ def make_family(name: str, env=None):
 
 
 def family_for_env(env_name: str, env=None):
-    """The task family whose labels fit environment `env_name`, or None."""
+    """The task family whose labels fit environment `env_name`, or None: walker tasks for
+    'dmc:walker_*', the game score for Atari ('*-v5') and Craftax, none for MiniGrid or other
+    DMC tasks (their coverage or own reward is reported instead)."""
     if env_name.startswith("dmc:walker_"):
         return make_family("walker", env)
+    if env_name.endswith("-v5") or env_name.startswith("Craftax"):
+        return make_family("extrinsic")
     return None

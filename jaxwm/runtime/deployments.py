@@ -189,7 +189,7 @@ def deploy(learner: Learner, env, wm_params, actor_params, replay_state, steps_p
     carry = initial_carry(learner.wm, env.num_envs)
     out = env.reset()
     returns, episode_returns, lengths = np.zeros(env.num_envs), [], np.zeros(env.num_envs)
-    episode_lengths = []
+    episode_lengths, achieved = [], []
     for t in range(steps_per_env):
         if labeler is not None:
             out.update(labeler.label(out))
@@ -205,11 +205,25 @@ def deploy(learner: Learner, env, wm_params, actor_params, replay_state, steps_p
         lengths = np.where(out["is_first"], 0, lengths + 1)
         episode_returns += returns[out["is_last"]].tolist()
         episode_lengths += lengths[out["is_last"]].tolist()
+        if "achievements" in out:
+            achieved += list(out["achievements"][out["is_last"]])
     stats = {"episodes": len(episode_returns)}
     if episode_returns:
         stats.update({"episode/return": float(np.mean(episode_returns)),
                       "episode/length": float(np.mean(episode_lengths))})
+    if achieved:
+        stats.update(achievement_stats(np.stack(achieved), env.ACHIEVEMENTS))
     return replay_state, stats
+
+
+def achievement_stats(achieved: np.ndarray, names) -> dict:
+    """Crafter metrics (Hafner, "Benchmarking the Spectrum of Agent Capabilities", ICLR 2022) of
+    episodes' unlocked achievements `achieved` [episodes, K] in {0, 1}: the success rate s_k (%)
+    of each achievement and the score exp(mean_k ln(1 + s_k)) - 1."""
+    rates = 100.0 * np.asarray(achieved, np.float64).mean(0)
+    stats = {f"achievement/{n}": float(r) for n, r in zip(names, rates)}
+    stats["crafter_score"] = float(np.exp(np.log1p(rates).mean()) - 1.0)
+    return stats
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, progress: bool = True,

@@ -157,3 +157,7 @@ def test_craftax_classic(name, key, shape, dtype):
         assert env.act_space == jaxwm.envs.ActionSpace(True, 17)
         outs = rollout(env, 5)
         assert last_steps(outs) == [3]
+        for out in outs:  # unlocked achievements are reported on an episode's last step only
+            assert out['achievements'].shape == (2, len(env.ACHIEVEMENTS))
+            assert set(np.unique(out['achievements'])) <= {0.0, 1.0}
+            assert not out['achievements'][~out['is_last']].any()

@@ -60,3 +60,12 @@ def test_action_repeat_scales_labels_and_errors():
     with pytest.raises(ValueError, match="task family"):
         tasks.make_family("cheetah")
     assert tasks.family_for_env("CartpoleBalance-v1") is None
+
+
+def test_extrinsic_family_labels_the_game_reward():
+    out = {"reward": np.array([0.0, 1.0, -0.1]), "is_first": np.array([True, False, False])}
+    family = tasks.family_for_env("Freeway-v5")
+    assert family.tasks == ("extrinsic",)
+    np.testing.assert_array_equal(family.label(out)["reward/extrinsic"], [0.0, 1.0, -0.1])
+    assert tasks.family_for_env("Craftax-Classic-Symbolic-v1").tasks == ("extrinsic",)
+    assert tasks.family_for_env("MiniGrid-FourRooms-v0") is None

@@ -60,3 +60,45 @@ def test_methods_resolve_from_one_config():
     with pytest.raises(ValueError, match=r"eval_deployments='sometimes'"):
         deployments.eval_deployments("sometimes", 3)
     assert deployments.eval_deployments("1,3", 3) == {1, 3}
+
+
+def test_achievement_stats_hand_worked():
+    # Two episodes, achievements (a, b): a unlocked in one of them -> s_a = 50 %, s_b = 0 %;
+    # Crafter score = exp((ln 51 + ln 1) / 2) - 1 = sqrt(51) - 1.
+    stats = deployments.achievement_stats(np.array([[1.0, 0.0], [0.0, 0.0]]), ("a", "b"))
+    assert stats["achievement/a"] == 50.0 and stats["achievement/b"] == 0.0
+    np.testing.assert_allclose(stats["crafter_score"], np.sqrt(51) - 1, rtol=1e-12)
+
+
+def test_domain_presets():
+    cpu, cpu_minigrid = get_config("cpu").to_dict(), get_config("cpu_minigrid").to_dict()
+    assert cpu.pop("preset") == "cpu" and cpu_minigrid.pop("preset") == "cpu_minigrid"
+    assert cpu == cpu_minigrid
+    for preset in ("smoke_walker", "cpu_walker", "paper_walker"):
+        config = get_config(preset)
+        assert config.env.name.startswith("dmc:walker_") and config.behavior.horizon == 5
+    assert get_config("paper_walker").model.deter == 200           # DreamerV2 DMC sizes
+    assert get_config("paper_crafter").deploy.steps_per_deployment == 50_000
+    paper = get_config("paper_atari")
+    assert (paper.cascade.population, paper.disag.members, paper.deploy.batch_size,
+            paper.deploy.seq_len) == (10, 10, 16, 50)
+    with pytest.raises(ValueError, match=r"preset='cpu_mujoco' is not one of .*cpu_walker"):
+        get_config("cpu_mujoco")
+
+
+@pytest.mark.parametrize("domain", ["walker", "atari", "crafter"])
+def test_smoke_domain_runs_end_to_end(domain, tmp_path):
+    """One reward-free deployment after the random one, then zero-shot on the domain's tasks."""
+    config = get_config(f"smoke_{domain}")
+    config.deploy.deployments = 1
+    config.env.overrides.max_episode_steps = 5   # 16 steps per env slot: episodes end
+    deployments.run(config, str(tmp_path), progress=False)
+    records = read_metrics(str(tmp_path))
+    assert [r["deployment"] for r in records] == [0, 1]
+    tasks = {"walker": ("stand", "walk", "run", "flip")}.get(domain, ("extrinsic",))
+    for task in tasks:
+        assert np.isfinite(records[-1][f"zero_shot/{task}"]), task
+    assert records[0]["episodes"] >= 4
+    if domain == "crafter":
+        assert 0.0 <= records[0]["crafter_score"] <= 100.0
+        assert "achievement/collect_wood" in records[0]

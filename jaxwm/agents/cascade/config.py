@@ -1,9 +1,10 @@
 """CASCADE on reward-free deployments (Xu et al. 2022, ALGORITHMS.md Sec. 4) and its baselines.
 
-Presets: smoke (seconds, tests), cpu (MiniGrid FourRooms, ~10 minutes on 2 cores: `make demo`),
-paper (published defaults: B = 10, E = 10, H = 15, batch 16 x 50, 100k env steps per deployment,
-250 world-model steps per 1k env steps + 1). Methods from the same config: 'cascade', 'pp2e'
-(population, lambda = 0), 'p2e' (B = 1) and 'random'.
+Presets `<size>_<domain>` (see `get_config`): smoke (seconds, tests), cpu (MiniGrid FourRooms,
+~10 minutes on 2 cores: `make demo`), paper (published defaults: B = 10, E = 10, H = 15 (5 for
+DMC), batch 16 x 50, 100k env steps per deployment (Crafter 50k), 250 world-model steps per 1k env
+steps + 1). Methods from the same config: 'cascade', 'pp2e' (population, lambda = 0), 'p2e'
+(B = 1) and 'random'.
 """
 import ml_collections
 
@@ -12,25 +13,51 @@ from jaxwm.agents.dreamer.config import (apply_behavior_preset, apply_preset, be
 from jaxwm.agents.plan2explore.config import disag_config
 from jaxwm.behaviors.cascade import cascade_config
 
-PRESETS = ("smoke", "cpu", "paper")
+SIZES = ("smoke", "cpu", "paper")
+DOMAINS = ("minigrid", "walker", "atari", "crafter")
+PRESETS = SIZES + tuple(f"{size}_{domain}" for size in SIZES for domain in DOMAINS)
 METHODS = ("cascade", "pp2e", "p2e", "random")
+DOMAIN_ENVS = {  # default env of each domain (any id `jaxwm.envs.make` accepts can replace it)
+    "minigrid": "MiniGrid-FourRooms-v0",
+    "walker": "dmc:walker_walk",
+    "atari": "MontezumaRevenge-v5",
+    "crafter": "Craftax-Classic-Pixels-v1",
+}
+
+
+def parse_preset(preset: str) -> tuple:
+    """'cpu' -> ('cpu', 'minigrid'); 'paper_walker' -> ('paper', 'walker')."""
+    if preset not in PRESETS:
+        raise ValueError(f"preset={preset!r} is not one of {PRESETS}")
+    size, _, domain = preset.partition("_")
+    return size, domain or "minigrid"
 
 
 def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
+    """`<size>` or `<size>_<domain>`: size in SIZES (smoke: seconds, tests; cpu: minutes on 2
+    cores; paper: the published defaults, GPU/TPU), domain in DOMAINS (default minigrid).
+
+    minigrid: FourRooms, coverage of agent cells (cpu/smoke: symbolic views). walker: DMC walker
+    (pixels in paper, states in cpu/smoke), zero-shot stand/walk/run/flip, explorer horizon 5
+    as in the paper's DMC runs. atari: Montezuma's Revenge (cpu: Freeway), zero-shot on the game
+    score. crafter: Craftax-Classic (cpu/smoke: symbolic), achievement success rates and the
+    Crafter score of the deployments' episodes, zero-shot on the game reward.
+    """
     from jaxwm.runtime.zero_shot import zero_shot_config
-    if preset not in PRESETS:
-        raise ValueError(f"preset={preset!r} is not one of {PRESETS}")
+    size, domain = parse_preset(preset)
+    dmc = domain == "walker"
     c = ml_collections.ConfigDict()
     c.preset = preset              # the preset these values came from
     c.method = "cascade"           # 'cascade', 'pp2e', 'p2e' or 'random'
     c.seed = 0                     # seeds envs, init, acting and sampling
     c.env = ml_collections.ConfigDict()
-    c.env.name = "MiniGrid-FourRooms-v0"  # any id `jaxwm.envs.make` accepts
+    c.env.name = DOMAIN_ENVS[domain]
     c.env.num_envs = 10            # env slots; split equally among the B members
     c.env.overrides = ml_collections.ConfigDict()  # suite options
-    c.model = apply_preset(model_config(), preset)
+    model_preset = "paper_dmc" if dmc and size == "paper" else size
+    c.model = apply_preset(model_config(), model_preset)
     c.model.reward_grad = False    # reward-free: reward head only for evaluation
-    c.behavior = apply_behavior_preset(behavior_config(), preset)
+    c.behavior = apply_behavior_preset(behavior_config(), model_preset)
     c.disag = disag_config()
     c.disag.log_reward = False     # keep InfoGain >= 0 so its RMS scale is meaningful
     c.cascade = cascade_config()
@@ -44,24 +71,57 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     d.seq_len = 50                 # steps per sequence
     d.eval_deployments = "last"    # deployments after which to run zero-shot eval: 'last',
     #                                'all', 'none' or comma-separated indices
-    c.zero_shot = zero_shot_config("paper" if preset == "paper" else preset)
-    if preset == "cpu":
-        c.env.num_envs = 8
-        c.env.overrides = ml_collections.ConfigDict({"obs": "vector", "max_episode_steps": 100})
-        c.cascade.population = 4
-        c.disag.members, c.disag.layers, c.disag.units = 5, 2, 200
-        c.behavior.horizon = 15
-        c.behavior.imag_starts = 256
-        d.deployments, d.steps_per_deployment = 4, 2000
-        d.model_ratio, d.model_grad_steps, d.policy_updates = 50, 10, 60
-        d.batch_size, d.seq_len = 16, 16
-    elif preset == "smoke":
-        c.env.num_envs = 4
-        c.env.overrides = ml_collections.ConfigDict({"obs": "vector", "max_episode_steps": 20})
-        c.cascade.population = 2
-        c.disag.members, c.disag.layers, c.disag.units = 3, 1, 32
-        c.behavior.imag_starts = 32
-        d.deployments, d.steps_per_deployment = 2, 64
-        d.model_ratio, d.model_grad_steps, d.policy_updates = 30, 2, 2
-        d.batch_size, d.seq_len = 4, 8
+    c.zero_shot = zero_shot_config(size)
+    if not dmc and size == "paper":  # Atari-style task actor-critics for game scores
+        c.zero_shot.behavior = apply_behavior_preset(behavior_config(), "paper")
+    if dmc:
+        c.env.overrides.action_repeat = 2
+        c.behavior.horizon = 5     # CASCADE's DMC explorer horizon
+    if domain == "crafter" and size == "paper":
+        d.steps_per_deployment = 50_000  # Crafter: 50k env steps per deployment, 10 envs
+    if size == "cpu":
+        _cpu(c, domain)
+    elif size == "smoke":
+        _smoke(c, domain)
     return c
+
+
+def _cpu(c: ml_collections.ConfigDict, domain: str) -> None:
+    """Minutes on 2 cores: B = 4 on 8 env slots, 4 deployments, small nets."""
+    d = c.deploy
+    c.env.num_envs = 8
+    c.cascade.population = 4
+    c.disag.members, c.disag.layers, c.disag.units = 5, 2, 200
+    c.behavior.imag_starts = 256
+    d.deployments, d.steps_per_deployment = 4, 2000
+    d.model_ratio, d.model_grad_steps, d.policy_updates = 50, 10, 60
+    d.batch_size, d.seq_len = 16, 16
+    if domain == "minigrid":
+        c.env.overrides.obs, c.env.overrides.max_episode_steps = "vector", 100
+        c.behavior.horizon = 15
+    elif domain == "walker":
+        c.env.overrides.obs = "vector"
+        d.steps_per_deployment = 4000  # one 500-step episode per env slot (action repeat 2)
+    elif domain == "atari":
+        c.env.name = "Freeway-v5"      # dense enough for a zero-shot score on this budget
+        c.env.overrides.max_episode_steps = 500
+    elif domain == "crafter":
+        c.env.name = "Craftax-Classic-Symbolic-v1"
+        c.env.overrides.max_episode_steps = 500
+
+
+def _smoke(c: ml_collections.ConfigDict, domain: str) -> None:
+    """Seconds: B = 2 on 4 env slots, 2 tiny deployments."""
+    d = c.deploy
+    c.env.num_envs = 4
+    c.cascade.population = 2
+    c.disag.members, c.disag.layers, c.disag.units = 3, 1, 32
+    c.behavior.imag_starts = 32
+    d.deployments, d.steps_per_deployment = 2, 64
+    d.model_ratio, d.model_grad_steps, d.policy_updates = 30, 2, 2
+    d.batch_size, d.seq_len = 4, 8
+    c.env.overrides.max_episode_steps = 20
+    if domain in ("minigrid", "walker"):
+        c.env.overrides.obs = "vector"
+    elif domain == "crafter":
+        c.env.name = "Craftax-Classic-Symbolic-v1"
