@@ -63,9 +63,9 @@ def test_action_repeat_scales_labels_and_errors():
 
 
 def test_extrinsic_family_labels_the_game_reward():
-    out = {"reward": np.array([0.0, 1.0, -0.1]), "is_first": np.array([True, False, False])}
+    out = {"reward": np.array([0.0, 1.0, -0.5], np.float32), "is_first": np.array([True, False, False])}
     family = tasks.family_for_env("Freeway-v5")
     assert family.tasks == ("extrinsic",)
-    np.testing.assert_array_equal(family.label(out)["reward/extrinsic"], [0.0, 1.0, -0.1])
+    np.testing.assert_array_equal(family.label(out)["reward/extrinsic"], [0.0, 1.0, -0.5])
     assert tasks.family_for_env("Craftax-Classic-Symbolic-v1").tasks == ("extrinsic",)
     assert tasks.family_for_env("MiniGrid-FourRooms-v0") is None
