@@ -6,6 +6,7 @@ orbax writes each step into `<step>.orbax-checkpoint-tmp-<n>` and renames it onl
 process killed mid-save leaves a tmp dir that is never listed as a step (and is removed the next
 time a Checkpointer opens the directory). Runs pass `directory=<workdir>/checkpoints`.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -18,90 +19,102 @@ _STATE, _METADATA = "state", "metadata"
 
 
 def _restore_target(target: Any) -> Any:
-  """Leaves of `target` as ShapeDtypeStructs carrying the shardings to restore onto.
+    """Leaves of `target` as ShapeDtypeStructs carrying the shardings to restore onto.
 
-  jax.Arrays (incl. typed PRNG keys) keep their sharding; ShapeDtypeStructs without one go to the
-  first device; other leaves (numpy arrays, Python scalars) are passed through as they are.
-  """
-  default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    jax.Arrays (incl. typed PRNG keys) keep their sharding; ShapeDtypeStructs without one go to the
+    first device; other leaves (numpy arrays, Python scalars) are passed through as they are.
+    """
+    default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
 
-  def leaf(x):
-    if isinstance(x, jax.Array):
-      return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
-    if isinstance(x, jax.ShapeDtypeStruct) and x.sharding is None:
-      return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=default)
-    return x
+    def leaf(x):
+        if isinstance(x, jax.Array):
+            return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+        if isinstance(x, jax.ShapeDtypeStruct) and x.sharding is None:
+            return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=default)
+        return x
 
-  return jax.tree.map(leaf, target)
+    return jax.tree.map(leaf, target)
 
 
 class Checkpointer:
-  """Saves and restores `(step, pytree, metadata)`; keeps the newest `max_to_keep` steps."""
+    """Saves and restores `(step, pytree, metadata)`; keeps the newest `max_to_keep` steps."""
 
-  def __init__(self, directory: str | epath.PathLike, max_to_keep: int | None = 3):
-    if max_to_keep is not None and max_to_keep < 1:
-      raise ValueError(f"max_to_keep={max_to_keep} must be >= 1 or None (keep all).")
-    self.directory = epath.Path(directory).absolute()
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                           cleanup_tmp_directories=True)
-    self._manager = ocp.CheckpointManager(self.directory, options=options,
-                                          item_names=(_STATE, _METADATA))
+    def __init__(self, directory: str | epath.PathLike, max_to_keep: int | None = 3):
+        if max_to_keep is not None and max_to_keep < 1:
+            raise ValueError(f"max_to_keep={max_to_keep} must be >= 1 or None (keep all).")
+        self.directory = epath.Path(directory).absolute()
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True
+        )
+        self._manager = ocp.CheckpointManager(
+            self.directory, options=options, item_names=(_STATE, _METADATA)
+        )
 
-  def save(self, step: int, state: Any, metadata: dict | None = None, wait: bool = True) -> None:
-    """Writes `state` (any pytree of arrays) and JSON-serialisable `metadata` as checkpoint `step`.
+    def save(self, step: int, state: Any, metadata: dict | None = None, wait: bool = True) -> None:
+        """Writes `state` (any pytree of arrays) and JSON-serialisable `metadata` as checkpoint `step`.
 
-    With wait=False the write finishes in the background (device arrays are copied first, so
-    `state` may be donated right after); call `wait()` or `close()` before exiting.
-    """
-    latest = self.latest_step()
-    if latest is not None and step <= latest:
-      raise ValueError(f"step={step} must be greater than the latest saved step {latest}.")
-    args = ocp.args.Composite(**{_STATE: ocp.args.StandardSave(state),
-                                 _METADATA: ocp.args.JsonSave(dict(metadata or {}))})
-    self._manager.save(step, args=args, force=True)  # the caller decides when to save
-    if wait:
-      self.wait()
+        With wait=False the write finishes in the background (device arrays are copied first, so
+        `state` may be donated right after); call `wait()` or `close()` before exiting.
+        """
+        latest = self.latest_step()
+        if latest is not None and step <= latest:
+            raise ValueError(f"step={step} must be greater than the latest saved step {latest}.")
+        args = ocp.args.Composite(
+            **{
+                _STATE: ocp.args.StandardSave(state),
+                _METADATA: ocp.args.JsonSave(dict(metadata or {})),
+            }
+        )
+        self._manager.save(step, args=args, force=True)  # the caller decides when to save
+        if wait:
+            self.wait()
 
-  def latest_step(self) -> int | None:
-    """Newest complete step, or None."""
-    return self._manager.latest_step()
+    def latest_step(self) -> int | None:
+        """Newest complete step, or None."""
+        return self._manager.latest_step()
 
-  def all_steps(self) -> list[int]:
-    """All complete steps, ascending."""
-    return sorted(self._manager.all_steps())
+    def all_steps(self) -> list[int]:
+        """All complete steps, ascending."""
+        return sorted(self._manager.all_steps())
 
-  def restore(self, step: int, target: Any) -> tuple[Any, dict]:
-    """(pytree, metadata) of `step`, restored into `target`'s structure, dtypes and shardings.
+    def restore(self, step: int, target: Any) -> tuple[Any, dict]:
+        """(pytree, metadata) of `step`, restored into `target`'s structure, dtypes and shardings.
 
-    `target` holds jax.Arrays (e.g. freshly initialised states) or jax.ShapeDtypeStructs with the
-    wanted `sharding` (e.g. `replay.abstract(...)`), so sharded states restore straight onto the mesh.
-    """
-    if step not in self._manager.all_steps():
-      raise FileNotFoundError(f"no checkpoint for step={step} in {self.directory}; "
-                              f"available: {self.all_steps()}.")
-    args = ocp.args.Composite(**{_STATE: ocp.args.StandardRestore(_restore_target(target)),
-                                 _METADATA: ocp.args.JsonRestore()})
-    restored = self._manager.restore(step, args=args)
-    return restored[_STATE], dict(restored[_METADATA] or {})
+        `target` holds jax.Arrays (e.g. freshly initialised states) or jax.ShapeDtypeStructs with the
+        wanted `sharding` (e.g. `replay.abstract(...)`), so sharded states restore straight onto the mesh.
+        """
+        if step not in self._manager.all_steps():
+            raise FileNotFoundError(
+                f"no checkpoint for step={step} in {self.directory}; "
+                f"available: {self.all_steps()}."
+            )
+        args = ocp.args.Composite(
+            **{
+                _STATE: ocp.args.StandardRestore(_restore_target(target)),
+                _METADATA: ocp.args.JsonRestore(),
+            }
+        )
+        restored = self._manager.restore(step, args=args)
+        return restored[_STATE], dict(restored[_METADATA] or {})
 
-  def restore_latest(self, target: Any) -> tuple[int, Any, dict] | None:
-    """(step, pytree, metadata) of the newest complete checkpoint, or None if there is none."""
-    step = self.latest_step()
-    if step is None:
-      return None
-    state, metadata = self.restore(step, target)
-    return step, state, metadata
+    def restore_latest(self, target: Any) -> tuple[int, Any, dict] | None:
+        """(step, pytree, metadata) of the newest complete checkpoint, or None if there is none."""
+        step = self.latest_step()
+        if step is None:
+            return None
+        state, metadata = self.restore(step, target)
+        return step, state, metadata
 
-  def wait(self) -> None:
-    """Blocks until pending background saves are written."""
-    self._manager.wait_until_finished()
+    def wait(self) -> None:
+        """Blocks until pending background saves are written."""
+        self._manager.wait_until_finished()
 
-  def close(self) -> None:
-    """Waits for pending saves and releases orbax resources."""
-    self._manager.close()
+    def close(self) -> None:
+        """Waits for pending saves and releases orbax resources."""
+        self._manager.close()
 
-  def __enter__(self) -> "Checkpointer":
-    return self
+    def __enter__(self) -> "Checkpointer":
+        return self
 
-  def __exit__(self, *exc) -> None:
-    self.close()
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -35,7 +35,7 @@ from jaxwm.models.dreamer import WorldModel
 from jaxwm.runtime import zero_shot
 from jaxwm.runtime.checkpoint import Checkpointer
 from jaxwm.runtime.logging import RunLogger, save_config
-from jaxwm.runtime.online import replay_spec, sample_batches
+from jaxwm.runtime.online import sample_batches
 from jaxwm.runtime.plots import plot_metrics
 from jaxwm.types import TrainState
 from jaxwm.utils import scan_gradient_steps
@@ -242,7 +242,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, progress: bool = True,
     probe.close()
     learner = Learner(config, obs_space, act_space)
     labels = tuple(f"reward/{t}" for t in family.tasks) if family is not None else ()
-    spec = replay_spec(probe, labels)
+    spec = replay.env_spec(probe, labels)
     steps_per_env = d.steps_per_deployment // config.env.num_envs
     if steps_per_env < d.seq_len:
         raise ValueError(f"deploy.steps_per_deployment={d.steps_per_deployment} gives "

@@ -82,19 +82,6 @@ def make_env(env_config: ml_collections.ConfigDict, seed: int, num_envs: int | N
     return envs.make(env_config.name, num_envs or env_config.num_envs, seed, **overrides)
 
 
-def replay_spec(env, label_keys=()) -> dict:
-    """Replay fields: observations, action, reward, episode flags and float32 labels."""
-    spec = {k: (tuple(s.shape), np.dtype(s.dtype)) for k, s in env.obs_space.items()}
-    act = env.act_space
-    spec["action"] = ((), np.int32) if act.discrete else ((act.size,), np.float32)
-    spec["reward"] = ((), np.float32)
-    for k in ("is_first", "is_last", "is_terminal"):
-        spec[k] = ((), np.bool_)
-    for k in label_keys:
-        spec[k] = ((), np.float32)
-    return spec
-
-
 def policy_inputs(env, out: dict) -> dict:
     """The inputs `agent.act` sees: observation keys and 'is_first' [N, ...]."""
     return {**{k: out[k] for k in env.obs_space}, "is_first": out["is_first"]}
@@ -198,7 +185,7 @@ def run(agent, env, config: ml_collections.ConfigDict, workdir: str, *, labeler=
     save_config(config, workdir)
     mesh = sharding.make_mesh(c.num_devices) if c.num_devices > 1 else None
     label_keys = tuple(f"reward/{t}" for t in labeler.tasks) if labeler is not None else ()
-    spec = replay_spec(env, label_keys)
+    spec = replay.env_spec(env, label_keys)
     key = jax.random.PRNGKey(config.seed)
     key, key_init = jax.random.split(key)
     agent_state = jax.jit(agent.init)(key_init)

@@ -25,17 +25,6 @@ from jaxwm.runtime.videos import openloop_video
 STEP_KEYS = ("action", "reward", "is_first", "is_last", "is_terminal")
 
 
-def replay_spec(env) -> dict:
-    """Replay fields for an env: its observations plus action, reward and episode flags."""
-    spec = {k: (tuple(s.shape), np.dtype(s.dtype)) for k, s in env.obs_space.items()}
-    act = env.act_space
-    spec["action"] = ((), np.int32) if act.discrete else ((act.size,), np.float32)
-    spec["reward"] = ((), np.float32)
-    for k in ("is_first", "is_last", "is_terminal"):
-        spec[k] = ((), np.bool_)
-    return spec
-
-
 def random_actions(act_space, num_envs: int, rng: np.random.Generator) -> np.ndarray:
     """Uniform random actions: int32 [N] or float32 [N, A] in [-1, 1]."""
     if act_space.discrete:
@@ -68,7 +57,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     mesh = sharding.make_mesh(config.num_devices or None)
     env = envs.make(config.env.name, config.env.num_envs, config.seed, **config.env.overrides)
     wm = WorldModel(config.model, env.obs_space, env.act_space)
-    spec = replay_spec(env)
+    spec = replay.env_spec(env)
     key = jax.random.PRNGKey(config.seed)
     key, key_init = jax.random.split(key)
     state = {"wm": sharding.replicate(jax.jit(wm.init_state)(key_init), mesh),

@@ -38,11 +38,11 @@ def test_world_model_must_be_reward_free():
 
 @pytest.mark.slow
 def test_cpu_minigrid_visits_more_cells_than_random(tmp_path):
-    """~20-40 min on 2 cores: P2E vs uniform random, same env budget (20k steps), mean over
-    seeds 0 and 1. Measured with the binary: seed 0 122 vs 107 cells (113 vs 107 in a pytest
-    run), seed 1 137 vs 72."""
+    """~30-60 min on 2 cores: P2E vs uniform random, same env budget (20k steps), mean over
+    seeds 0-2. Measured with the binary: 122 vs 107, 137 vs 72, 90 vs 96 cells (mean 116 vs
+    92; P2E loses seed 2)."""
     cells = {"learned": [], "random": []}
-    for seed in (0, 1):
+    for seed in (0, 1, 2):
         for policy in cells:
             config = get_config("cpu_minigrid")
             config.seed, config.run.policy = seed, policy

@@ -1,5 +1,4 @@
 """Offline dataset I/O: round trip, validation errors that name the problem, replay conversion."""
-import json
 import os
 
 import jax

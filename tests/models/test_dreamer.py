@@ -19,7 +19,7 @@ T, B = 8, 8
 def collect(name, steps=24, num_envs=2, **overrides):
     """Random-policy data of a real env in a replay buffer."""
     env = envs.make(name, num_envs, seed=0, **overrides)
-    spec = world_model_training.replay_spec(env)
+    spec = replay.env_spec(env)
     state = replay.init(spec, steps, num_envs)
     rng = np.random.default_rng(0)
     obs = env.reset()

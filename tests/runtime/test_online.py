@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from jaxwm.envs.base import ActionSpace, Space
+from jaxwm.data import replay
 from jaxwm.runtime import online
 
 
@@ -33,7 +34,7 @@ def test_replay_spec():
     class Env:
         obs_space = {"vector": Space((3,), np.dtype(np.float32))}
         act_space = ActionSpace(False, 2)
-    spec = online.replay_spec(Env(), ["reward/walk"])
+    spec = replay.env_spec(Env(), ["reward/walk"])
     assert spec["action"] == ((2,), np.float32) and spec["vector"] == ((3,), np.float32)
     assert spec["reward/walk"] == ((), np.float32) and spec["is_first"] == ((), np.bool_)
 

@@ -8,7 +8,7 @@ from jaxwm.agents.plan2explore.config import get_config
 from jaxwm.data import replay
 from jaxwm.envs import make, tasks
 from jaxwm.models.dreamer import WorldModel
-from jaxwm.runtime import online, zero_shot
+from jaxwm.runtime import zero_shot
 
 ENV = dict(obs="vector", action_repeat=4, max_episode_steps=6)
 
@@ -18,7 +18,7 @@ def labelled_replay():
     """20 random steps of 2 walker envs, labelled with stand / walk / run / flip."""
     env = make("dmc:walker_walk", 2, seed=0, **ENV)
     family = tasks.family_for_env("dmc:walker_walk", env)
-    spec = online.replay_spec(env, [f"reward/{t}" for t in family.tasks])
+    spec = replay.env_spec(env, [f"reward/{t}" for t in family.tasks])
     state = replay.init(spec, 32, 2)
     rng = np.random.default_rng(0)
     out = env.reset()

@@ -32,15 +32,10 @@ def observe_step(wm: WorldModel, wm_params, carry: dict, obs: dict, key) -> dict
     carry: {'state': RSSM state [N], 'action': action features [N, A]} (zeroed where
     obs['is_first']); obs: observation keys [N, ...] and 'is_first' [N]. Returns the posterior [N].
     """
-    keep = 1.0 - obs["is_first"].astype(jnp.float32)
-    mask = lambda x: x * keep.reshape(keep.shape + (1,) * (x.ndim - 1))  # noqa: E731
-    prev = jax.tree.map(mask, carry["state"])
-    prev_action = mask(carry["action"])
     embed = wm.encode(wm_params, {k: obs[k] for k, _ in wm.obs_shapes})
-    k_prior, k_post = jax.random.split(key)
-    cell_params = wm.cell_params(wm_params)
-    prior = wm.cell.apply(cell_params, prev, prev_action, k_prior, method=rssm.RSSMCell.img_step)
-    return wm.cell.apply(cell_params, prior, embed, k_post, method=rssm.RSSMCell.obs_step)
+    post, _ = rssm.filter_step(wm.cell, wm.cell_params(wm_params), carry["state"],
+                               carry["action"], embed, obs["is_first"], key)
+    return post
 
 
 def initial_carry(wm: WorldModel, num_envs: int) -> dict:

@@ -14,7 +14,6 @@ import time
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
 import matplotlib
 import ml_collections
 import numpy as np
