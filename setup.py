@@ -27,6 +27,8 @@ setup(
         "imageio",
         "tqdm",
         "rliable",
+        # rliable's bootstrap imports arch, whose 7.x breaks with pandas 3 (deprecate_kwarg).
+        "pandas<3",
         "numpy",
     ],
     extras_require={"test": ["pytest", "hypothesis"]},

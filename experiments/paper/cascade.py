@@ -408,6 +408,8 @@ def run_grid(out_dir: str, env: str) -> dict:
 
 def main(argv):
     del argv
+    from absl import logging as absl_logging
+    absl_logging.set_verbosity(absl_logging.WARNING)   # keep orbax's INFO lines off the console
     unknown = [m for m in FLAGS.methods if m not in METHODS]
     if unknown or not FLAGS.methods:
         raise ValueError(f"--methods={','.join(FLAGS.methods)}: unknown {unknown}; allowed: "
