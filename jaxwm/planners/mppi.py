@@ -181,11 +181,13 @@ def policy_trajectories(config: MPPIConfig, fns: ModelFns, params: Any, z: jax.A
 
 
 def plan(config: MPPIConfig, fns: ModelFns, params: Any, key: jax.Array, latent: jax.Array,
-         prev_mean: jax.Array, is_first: jax.Array, explore: jax.Array | bool = False):
+         prev_mean: jax.Array, is_first: jax.Array, explore: jax.Array | bool = False,
+         min_std: jax.Array | float | None = None):
     """One MPPI plan from one latent.
 
     latent [L]; prev_mean [H, A] (the `mean` returned by the previous call; ignored when
-    is_first, a bool []); explore: add N(0, std_0) noise to the action (training).
+    is_first, a bool []); explore: add N(0, std_0) noise to the action (training); min_std:
+    lower clamp of the std replacing `config.min_std` (TD-MPC's annealed std schedule).
     Returns (action [A] in [-1, 1], mean [H, A] to pass back next step, info dict with
     'std' [H, A] and 'value' [] (best elite value of the last iteration)).
     """
@@ -201,6 +203,7 @@ def plan(config: MPPIConfig, fns: ModelFns, params: Any, key: jax.Array, latent:
     shifted = jnp.concatenate([prev_mean[1:], jnp.zeros_like(prev_mean[:1])], 0)
     mean = jnp.where(is_first, jnp.zeros_like(prev_mean), shifted)
     std = jnp.full_like(prev_mean, c.max_std)
+    floor = c.min_std if min_std is None else min_std
 
     def iteration(carry, k):
         mean, std, _, _ = carry
@@ -213,7 +216,7 @@ def plan(config: MPPIConfig, fns: ModelFns, params: Any, key: jax.Array, latent:
         elite_mean, elite_std, elites, weights = mppi_update(actions, values, c.num_elites,
                                                              c.temperature)
         mean = c.momentum * mean + (1.0 - c.momentum) * elite_mean
-        std = jnp.clip(elite_std, c.min_std, c.max_std)
+        std = jnp.clip(elite_std, floor, c.max_std)
         return (mean, std, elites, weights), values.max()
 
     init = (mean, std, jnp.zeros((c.num_elites, horizon, action_size)),
@@ -229,10 +232,10 @@ def plan(config: MPPIConfig, fns: ModelFns, params: Any, key: jax.Array, latent:
 
 def plan_batch(config: MPPIConfig, fns: ModelFns, params: Any, key: jax.Array,
                latents: jax.Array, prev_means: jax.Array, is_first: jax.Array,
-               explore: jax.Array | bool = False):
+               explore: jax.Array | bool = False, min_std: jax.Array | float | None = None):
     """`plan` vmapped over environments: latents [N, L], prev_means [N, H, A], is_first [N]
     -> (actions [N, A], means [N, H, A], info with leading [N]). Per-env keys are split from key."""
     keys = jax.random.split(key, latents.shape[0])
     fn = functools.partial(plan, config, fns)
-    return jax.vmap(fn, in_axes=(None, 0, 0, 0, 0, None))(
-        params, keys, latents, prev_means, is_first, explore)
+    return jax.vmap(fn, in_axes=(None, 0, 0, 0, 0, None, None))(
+        params, keys, latents, prev_means, is_first, explore, min_std)

@@ -115,6 +115,16 @@ def test_bad_config_value_names_the_field(tmp_path, block, field, value, match):
         train_and_evaluate(config, str(tmp_path))
 
 
+def test_exploration_std_schedule():
+    # TD-MPC paper: linear(0.5, 0.05, 25000): halfway 0.5 + 0.5 * (0.05 - 0.5) = 0.275.
+    paper = tdmpc_config.get_config("paper")
+    stds = [tdmpc_config.exploration_std(paper, s) for s in (0, 12_500, 25_000, 90_000)]
+    np.testing.assert_allclose(stds, [0.5, 0.275, 0.05, 0.05], rtol=1e-12)
+    for preset in ("paper_v2", "cpu"):  # no schedule: the fixed floor
+        config = tdmpc_config.get_config(preset)
+        assert tdmpc_config.exploration_std(config, 0) == config.planner.min_std
+
+
 def test_bad_preset():
     with pytest.raises(ValueError, match=r"preset='huge' is not one of \('smoke'"):
         tdmpc_config.get_config("huge")

@@ -53,6 +53,13 @@ def test_finds_optimum_of_quadratic_with_linear_model(quad_plan):
     assert np.all(info["std"] <= QUAD_CONFIG.max_std + 1e-7)
 
 
+def test_min_std_argument_overrides_the_floor(quad_plan):
+    # The elites of the quadratic concentrate (std << 0.5), so a floor of 0.5 binds everywhere.
+    _, _, info = quad_plan(LINEAR_PARAMS, jax.random.key(0), jnp.asarray(Z0),
+                           mppi.initial_plan(QUAD_CONFIG, 2), True, min_std=0.5)
+    np.testing.assert_allclose(info["std"], 0.5)
+
+
 def test_warm_start_shifts_previous_mean():
     # With momentum 0.99 and one iteration the new mean stays within 0.01 * 2 of the start mean,
     # which is prev_mean shifted by one step (zero-padded), or zero on the first step.

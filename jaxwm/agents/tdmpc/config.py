@@ -43,6 +43,9 @@ def run_config() -> ml_collections.ConfigDict:
     r.eval_every = 5_000           # agent steps between evaluations (TD-MPC: 10k frames)
     r.eval_episodes = 10           # evaluation episodes (run as parallel envs)
     r.log_every = 1_000            # agent steps between train-metric records
+    r.std_schedule_start = 0.5     # planner std floor at step 0, annealed linearly to
+    r.std_schedule_steps = 25_000  # planner.min_std over this many agent steps (TD-MPC's
+    #                                std_schedule linear(0.5, 0.05, 25000); 0: no schedule)
     r.checkpoint_every = 50_000    # agent steps between checkpoints (0: only at the end)
     r.checkpoints_to_keep = 2      # newest checkpoints kept (0: all, e.g. for dataset stages)
     r.progress_bar = True          # tqdm bar with ETA on the console
@@ -67,11 +70,13 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     if v2:
         c.planner.num_pi_trajs, c.planner.momentum, c.planner.value_aggregation = 24, 0.0, "mean"
         c.run.batch_size = 256
+        c.run.std_schedule_steps = 0  # TD-MPC2 plans with a fixed std floor
     base = preset.removesuffix("_v2")
     if base == "paper":
         return c
     c.env.name = "CartpoleBalance-v1"
     m, p, r = c.model, c.planner, c.run
+    r.std_schedule_steps = 0
     if base == "cpu":
         c.env.num_envs = 4
         c.env.overrides.action_repeat = 8  # TD-MPC's cartpole setting: 125 agent steps / episode
@@ -93,6 +98,16 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
         r.eval_every, r.eval_episodes, r.log_every = 40, 2, 16
         r.checkpoint_every = 40
     return c
+
+
+def exploration_std(c: ml_collections.ConfigDict, step: int) -> float:
+    """The planner's std floor while training at agent step `step`: run.std_schedule_start
+    annealed linearly to planner.min_std over run.std_schedule_steps (TD-MPC), else min_std."""
+    steps, end = c.run.std_schedule_steps, c.planner.min_std
+    if not steps:
+        return float(end)
+    frac = min(step / steps, 1.0)
+    return float(c.run.std_schedule_start + frac * (end - c.run.std_schedule_start))
 
 
 def _positive_int(name, value, minimum=1):

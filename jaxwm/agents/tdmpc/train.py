@@ -65,7 +65,8 @@ Policy = Callable  # (obs dict [N], carry, key) -> (action [N, A], carry)
 def planner_policy(agent: Agent, state: AgentState, explore: bool) -> Policy:
     """Acting by MPPI; the carry is the plan mean [N, H, A] (start: `agent.initial_plan(N)`)."""
     def policy(out, plan, key):
-        action, plan, _ = agent.jit_act(state, out["vector"], plan, out["is_first"], key, explore)
+        action, plan, _ = agent.jit_act(state, out["vector"], plan, out["is_first"], key, explore,
+                                        agent.planner.min_std)
         return np.asarray(action), plan
     return policy
 
@@ -192,7 +193,8 @@ def run_online(agent: Agent, config: ml_collections.ConfigDict, state: AgentStat
         if env_step < r.seed_steps:
             action = random_actions(key_t, n, agent.action_size)
         else:
-            action, plan, _ = act(state, out["vector"], plan, out["is_first"], key_t, True)
+            action, plan, _ = act(state, out["vector"], plan, out["is_first"], key_t, True,
+                                  tdmpc_config.exploration_std(config, env_step))
             action = np.asarray(action)
         replay_state = add(replay_state, record(out, action))
         out = env.step(action)
