@@ -246,3 +246,33 @@ def test_script_walker_zero_shot(tmp_path, monkeypatch, parsed_flags):
     text = (out / "table.md").read_text()
     assert "| method | stand (d=" in text and "returns / 1000" in text
     assert (out / "zero_shot.png").stat().st_size > 0
+
+
+def test_script_crafter_scores(tmp_path, monkeypatch, parsed_flags):
+    """crafter grid on fake runs: zero-shot game score plus the Crafter score per deployment."""
+    def fake_run(config, workdir):
+        assert config.env.name == "Craftax-Classic-Symbolic-v1"   # the smoke_crafter preset's
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+            for d in range(config.deploy.deployments + 1):
+                # Crafter score d + seed (+ 1 for CASCADE); zero-shot 10 + seed after the last.
+                record = {"step": float(d), "deployment": float(d),
+                          "crafter_score": d + config.seed + (config.method == "cascade")}
+                if d == config.deploy.deployments:
+                    record["zero_shot/extrinsic"] = 10.0 + config.seed
+                f.write(json.dumps(record) + "\n")
+        return {}
+
+    import jaxwm.runtime
+    monkeypatch.setattr(jaxwm.runtime, "deployments", types.SimpleNamespace(run=fake_run),
+                        raising=False)
+    out = tmp_path / "crafter"
+    parsed_flags(["prog", "--preset=smoke", "--domain=crafter", "--methods=cascade,random",
+                  "--seeds=2", f"--out_dir={out}", "--reps=50", "--eval_deployments=last"])
+    paper.main([])
+    aggs = json.loads((out / "results.json").read_text())["aggregates"]
+    # Two seeds: the IQM is their mean. CASCADE at deployment d: d + {0, 1} + 1 -> d + 1.5.
+    np.testing.assert_allclose(aggs["crafter_score"]["methods"]["cascade"]["iqm"],
+                               [0 + 1.5, 1 + 1.5, 2 + 1.5])
+    np.testing.assert_allclose(aggs["zero_shot/extrinsic"]["methods"]["random"]["iqm"], [10.5])
+    assert "Crafter score" in (out / "table.md").read_text()
