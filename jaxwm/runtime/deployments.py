@@ -32,7 +32,7 @@ from jaxwm.data import replay
 from jaxwm.envs.tasks import family_for_env
 from jaxwm.models import rssm
 from jaxwm.models.dreamer import WorldModel
-from jaxwm.runtime import zero_shot
+from jaxwm.runtime import sharding, zero_shot
 from jaxwm.runtime.checkpoint import Checkpointer
 from jaxwm.runtime.logging import RunLogger, save_config
 from jaxwm.runtime.online import sample_batches
@@ -249,10 +249,19 @@ def run(config: ml_collections.ConfigDict, workdir: str, progress: bool = True,
                          f"{steps_per_env} steps per env slot, fewer than deploy.seq_len="
                          f"{d.seq_len}")
     capacity = (d.deployments + 1) * steps_per_env        # all data is kept
+    mesh = sharding.make_mesh(d.num_devices) if d.num_devices > 1 else None
+    for field, value in (("env.num_envs", config.env.num_envs), ("deploy.batch_size", d.batch_size),
+                         ("zero_shot.batch_size", config.zero_shot.batch_size)):
+        if value % d.num_devices:
+            raise ValueError(f"{field}={value} must be a multiple of deploy.num_devices="
+                             f"{d.num_devices} (replay and batches are split over devices)")
     key = jax.random.PRNGKey(config.seed)
     key, k_init = jax.random.split(key)
-    state = {"learner": jax.jit(learner.init)(k_init),
-             "replay": replay.init(spec, capacity, config.env.num_envs), "key": key}
+    learner_state = jax.jit(learner.init)(k_init)
+    if mesh is not None:
+        learner_state = sharding.replicate(learner_state, mesh)
+    state = {"learner": learner_state,
+             "replay": replay.init(spec, capacity, config.env.num_envs, mesh), "key": key}
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=2)
     start, cells = 0, []
     try:

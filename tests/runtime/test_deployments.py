@@ -102,3 +102,17 @@ def test_smoke_domain_runs_end_to_end(domain, tmp_path):
     if domain == "crafter":
         assert 0.0 <= records[0]["crafter_score"] <= 100.0
         assert "achievement/collect_wood" in records[0]
+
+
+def test_runs_on_a_4_device_mesh(tmp_path):
+    """Replay split over the env slots of 4 (simulated) devices, batches over sequences."""
+    config = smoke(1)
+    config.deploy.num_devices = 4
+    record = deployments.run(config, str(tmp_path), progress=False)
+    for key in ("model_loss", "actor_loss", "info_gain", "pop_diversity"):
+        assert np.isfinite(record[key]), key
+    assert record["updates_during_deploy"] == 0
+    config.deploy.num_devices, config.env.num_envs = 8, 4
+    with pytest.raises(ValueError, match=r"env.num_envs=4 must be a multiple of "
+                                         r"deploy.num_devices=8"):
+        deployments.run(config, str(tmp_path / "bad"), progress=False)
