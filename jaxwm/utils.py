@@ -1,5 +1,6 @@
 """Small helpers shared across jaxwm."""
 import jax
+import jax.numpy as jnp
 
 
 def scan_gradient_steps(body, state, xs):
@@ -12,3 +13,11 @@ def scan_gradient_steps(body, state, xs):
     length = jax.tree.leaves(xs)[0].shape[0]
     unroll = length if jax.default_backend() == "cpu" else 1
     return jax.lax.scan(body, state, xs, unroll=unroll)
+
+
+def train_on_batches(step, state, batches, key):
+    """K gradient steps `step(state, batch, key) -> (state, metrics)` scanned over batches
+    [K, ...] (leading axis K) with keys split from `key`; returns (state, mean metrics)."""
+    keys = jax.random.split(key, jax.tree.leaves(batches)[0].shape[0])
+    state, metrics = scan_gradient_steps(lambda s, xs: step(s, *xs), state, (batches, keys))
+    return state, jax.tree.map(jnp.mean, metrics)

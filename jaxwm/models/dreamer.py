@@ -20,7 +20,7 @@ from jaxwm import distributions as dists
 from jaxwm.models import rssm
 from jaxwm.nn import MLP, ConvDecoder, ConvEncoder
 from jaxwm.types import TrainState, adam
-from jaxwm.utils import scan_gradient_steps
+from jaxwm.utils import train_on_batches
 
 REWARD_HEADS = ("normal", "twohot")
 
@@ -212,13 +212,8 @@ class WorldModel:
 
     def train_steps(self, state: TrainState, batches, key):
         """K gradient steps as a `lax.scan` over batches [K, T, B]; returns (state, mean metrics)."""
-        def body(s, inputs):
-            batch, k = inputs
-            s, metrics, _ = self.train_step(s, batch, k)
-            return s, metrics
-        keys = jax.random.split(key, jax.tree.leaves(batches)[0].shape[0])
-        state, metrics = scan_gradient_steps(body, state, (batches, keys))
-        return state, jax.tree.map(jnp.mean, metrics)
+        return train_on_batches(lambda s, b, k: self.train_step(s, b, k)[:2], state, batches,
+                                key)
 
 
 def _entropy(cell, state):

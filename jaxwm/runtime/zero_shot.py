@@ -27,7 +27,7 @@ from jaxwm.models import rssm
 from jaxwm.nn import MLP
 from jaxwm.runtime.online import run_episodes, sample_batches
 from jaxwm.types import TrainState, adam
-from jaxwm.utils import scan_gradient_steps
+from jaxwm.utils import train_on_batches
 
 sg = jax.lax.stop_gradient
 
@@ -138,10 +138,8 @@ class ZeroShot:
             k_sample, k_steps = jax.random.split(key)
             batches = sample_batches(replay_state, k_sample, c.grad_steps, c.batch_size,
                                      c.seq_len)
-            keys = jax.random.split(k_steps, c.grad_steps)
-            body = lambda s, xs: step_fn(s, wm_params, *xs)  # noqa: E731
-            state, metrics = scan_gradient_steps(body, state, (batches, keys))
-            return state, jax.tree.map(jnp.mean, metrics)
+            return train_on_batches(lambda s, b, k: step_fn(s, wm_params, b, k), state,
+                                    batches, k_steps)
 
         return jax.jit(train, donate_argnums=0)
 

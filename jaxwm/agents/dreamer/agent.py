@@ -14,7 +14,7 @@ from jaxwm.behaviors import actor_critic as ac_lib
 from jaxwm.models import rssm
 from jaxwm.models.dreamer import WorldModel
 from jaxwm.types import TrainState
-from jaxwm.utils import scan_gradient_steps
+from jaxwm.utils import train_on_batches
 
 MODES = ("explore", "eval", "random")
 
@@ -103,14 +103,10 @@ class Dreamer:
 
     def train_steps(self, state: DreamerState, batches, key):
         """K `train_step`s scanned over batches [K, T, B]; returns (state, mean metrics)."""
-        def body(s, inputs):
-            return self.train_step(s, *inputs)
-        keys = jax.random.split(key, jax.tree.leaves(batches)[0].shape[0])
-        state, metrics = scan_gradient_steps(body, state, (batches, keys))
-        return state, jax.tree.map(jnp.mean, metrics)
+        return train_on_batches(self.train_step, state, batches, key)
 
     def video(self, state: DreamerState, batch, key, path: str):
-        """Real vs open-loop imagined GIF (image observations only); returns the path or None."""
+        """Real vs open-loop imagined rollout (`openloop_gif`); returns the path or None."""
         return openloop_gif(self.wm, state.wm.params, batch, key, path)
 
 

@@ -18,7 +18,7 @@ from jaxwm.behaviors import actor_critic as ac_lib
 from jaxwm.behaviors import plan2explore as p2e
 from jaxwm.models.dreamer import WorldModel
 from jaxwm.types import TrainState
-from jaxwm.utils import scan_gradient_steps
+from jaxwm.utils import train_on_batches
 
 
 @flax.struct.dataclass
@@ -84,11 +84,7 @@ class Plan2Explore:
 
     def train_steps(self, state: P2EState, batches, key):
         """K `train_step`s scanned over batches [K, T, B]; returns (state, mean metrics)."""
-        def body(s, inputs):
-            return self.train_step(s, *inputs)
-        keys = jax.random.split(key, jax.tree.leaves(batches)[0].shape[0])
-        state, metrics = scan_gradient_steps(body, state, (batches, keys))
-        return state, jax.tree.map(jnp.mean, metrics)
+        return train_on_batches(self.train_step, state, batches, key)
 
     def video(self, state: P2EState, batch, key, path: str):
         return openloop_gif(self.wm, state.wm.params, batch, key, path)
