@@ -21,3 +21,11 @@ def train_on_batches(step, state, batches, key):
     keys = jax.random.split(key, jax.tree.leaves(batches)[0].shape[0])
     state, metrics = scan_gradient_steps(lambda s, xs: step(s, *xs), state, (batches, keys))
     return state, jax.tree.map(jnp.mean, metrics)
+
+
+def random_action(act_space, num: int, key) -> jax.Array:
+    """Uniform actions of a `jaxwm.envs.ActionSpace`: int32 [num] or float32 [num, A] in
+    [-1, 1]."""
+    if act_space.discrete:
+        return jax.random.randint(key, (num,), 0, act_space.size, jnp.int32)
+    return jax.random.uniform(key, (num, act_space.size), minval=-1.0, maxval=1.0)

@@ -77,6 +77,13 @@ def env_spec(env, label_keys=()) -> dict:
     return spec
 
 
+def env_row(spec, out: dict, action) -> dict:
+    """The replay row of one batched env step for `add`: the fields of `spec` from env output
+    `out` (o_t, flags, labels; diagnostic keys like 'agent_pos' are dropped) and the action
+    taken after o_t."""
+    return {k: (action if k == "action" else out[k]) for k in spec}
+
+
 def _check_layout(spec: Spec, capacity: int, num_envs: int, mesh: Mesh | None) -> None:
     if not spec:
         raise ValueError("spec must name at least one field: {name: (shape, dtype)}.")

@@ -24,7 +24,7 @@ import numpy as np
 
 from jaxwm import envs
 from jaxwm.agents.cascade.config import METHODS
-from jaxwm.agents.dreamer.agent import initial_carry, observe_step, random_action
+from jaxwm.agents.dreamer.agent import initial_carry, observe_step
 from jaxwm.behaviors import actor_critic as ac_lib
 from jaxwm.behaviors.cascade import Cascade, PopulationState
 from jaxwm.behaviors.plan2explore import Disagreement, one_step_pairs
@@ -35,10 +35,10 @@ from jaxwm.models.dreamer import WorldModel
 from jaxwm.runtime import sharding, zero_shot
 from jaxwm.runtime.checkpoint import Checkpointer
 from jaxwm.runtime.logging import RunLogger, save_config
-from jaxwm.runtime.online import sample_batches
+from jaxwm.runtime.online import EpisodeStats, policy_inputs, sample_batches
 from jaxwm.runtime.plots import plot_metrics
 from jaxwm.types import TrainState
-from jaxwm.utils import scan_gradient_steps
+from jaxwm.utils import random_action, scan_gradient_steps
 
 
 @flax.struct.dataclass
@@ -188,29 +188,22 @@ def deploy(learner: Learner, env, wm_params, actor_params, replay_state, steps_p
     spec_keys = replay_state.data.keys()
     carry = initial_carry(learner.wm, env.num_envs)
     out = env.reset()
-    returns, episode_returns, lengths = np.zeros(env.num_envs), [], np.zeros(env.num_envs)
-    episode_lengths, achieved = [], []
+    episodes, achieved = EpisodeStats(env.num_envs), []
     for t in range(steps_per_env):
         if labeler is not None:
             out.update(labeler.label(out))
         coverage.observe(out)
-        obs = {**{k: out[k] for k in env.obs_space}, "is_first": out["is_first"]}
-        action, carry = learner.act(wm_params, actor_params, carry, obs,
+        action, carry = learner.act(wm_params, actor_params, carry, policy_inputs(env, out),
                                     jax.random.fold_in(key, t), random=random)
         action = np.asarray(action)
-        replay_state = add(replay_state, {k: (action if k == "action" else out[k])
-                                          for k in spec_keys})
+        replay_state = add(replay_state, replay.env_row(spec_keys, out, action))
         out = env.step(action)
-        returns = np.where(out["is_first"], 0.0, returns + out["reward"])
-        lengths = np.where(out["is_first"], 0, lengths + 1)
-        episode_returns += returns[out["is_last"]].tolist()
-        episode_lengths += lengths[out["is_last"]].tolist()
+        episodes.observe(out)
         if "achievements" in out:
             achieved += list(out["achievements"][out["is_last"]])
-    stats = {"episodes": len(episode_returns)}
-    if episode_returns:
-        stats.update({"episode/return": float(np.mean(episode_returns)),
-                      "episode/length": float(np.mean(episode_lengths))})
+    finished = episodes.pop()
+    stats = {"episodes": int(finished.get("episode/count", 0))}
+    stats.update({k: finished[k] for k in ("episode/return", "episode/length") if k in finished})
     if achieved:
         stats.update(achievement_stats(np.stack(achieved), env.ACHIEVEMENTS))
     return replay_state, stats

@@ -253,7 +253,7 @@ def run(agent, env, config: ml_collections.ConfigDict, workdir: str, *, labeler=
         state["key"], k_act = jax.random.split(state["key"])
         action, carry = act(state["agent"], carry, policy_inputs(env, out), k_act, mode_id[mode])
         action = np.asarray(action)
-        record = {k: (action if k == "action" else out[k]) for k in spec}
+        record = replay.env_row(spec, out, action)
         state["replay"] = add(state["replay"], record)
         out = env.step(action)
         if labeler is not None:

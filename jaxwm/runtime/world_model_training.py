@@ -32,11 +32,6 @@ def random_actions(act_space, num_envs: int, rng: np.random.Generator) -> np.nda
     return rng.uniform(-1, 1, (num_envs, act_space.size)).astype(np.float32)
 
 
-def replay_step(spec: dict, obs: dict, action) -> dict:
-    """The replay record of one batched env step (drops diagnostic keys like 'agent_pos')."""
-    return {k: (action if k == "action" else obs[k]) for k in spec}
-
-
 def make_train_fn(wm: WorldModel, config):
     """Jitted (wm_state, replay_state, key) -> (wm_state, metrics): K steps on sampled batches."""
     t = config.train
@@ -80,7 +75,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         start_time = time.time()
         while env_step < t.env_steps:
             action = random_actions(env.act_space, env.num_envs, rng)
-            state["replay"] = add(state["replay"], replay_step(spec, obs, action))
+            state["replay"] = add(state["replay"], replay.env_row(spec, obs, action))
             obs = env.step(action)
             episode_return = np.where(obs["is_first"], 0.0, episode_return + obs["reward"])
             finished_returns.extend(episode_return[obs["is_last"]])

@@ -27,7 +27,7 @@ def dataset_path(tmp_path_factory):
     config = fowm_config.get_config("smoke")
     env = tdmpc_train.make_env(config.env, seed=123)
     try:
-        arrays = tdmpc_train.rollout(env, tdmpc_train.random_policy(env.act_space.size), None,
+        arrays = tdmpc_train.rollout(env, tdmpc_train.random_policy(env.act_space), None,
                                      jax.random.key(0), 24)
     finally:
         env.close()

@@ -25,7 +25,7 @@ def collect(name, steps=24, num_envs=2, **overrides):
     obs = env.reset()
     for _ in range(steps):
         action = world_model_training.random_actions(env.act_space, num_envs, rng)
-        state = replay.add(state, world_model_training.replay_step(spec, obs, action))
+        state = replay.add(state, replay.env_row(spec, obs, action))
         obs = env.step(action)
     env.close()
     return env, state

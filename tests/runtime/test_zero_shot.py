@@ -25,7 +25,7 @@ def labelled_replay():
     out.update(family.label(out))
     for _ in range(20):
         action = rng.uniform(-1, 1, (2, 6)).astype(np.float32)
-        state = replay.add(state, {k: (action if k == "action" else out[k]) for k in spec})
+        state = replay.add(state, replay.env_row(spec, out, action))
         out = env.step(action)
         out.update(family.label(out))
     return env, family, state

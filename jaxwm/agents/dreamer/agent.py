@@ -14,7 +14,7 @@ from jaxwm.behaviors import actor_critic as ac_lib
 from jaxwm.models import rssm
 from jaxwm.models.dreamer import WorldModel
 from jaxwm.types import TrainState
-from jaxwm.utils import train_on_batches
+from jaxwm.utils import random_action, train_on_batches
 
 MODES = ("explore", "eval", "random")
 
@@ -41,13 +41,6 @@ def observe_step(wm: WorldModel, wm_params, carry: dict, obs: dict, key) -> dict
 def initial_carry(wm: WorldModel, num_envs: int) -> dict:
     return {"state": wm.initial_state((num_envs,)),
             "action": jnp.zeros((num_envs, wm.act_space.size))}
-
-
-def random_action(act_space, num: int, key) -> jax.Array:
-    """Uniform actions: int32 [num] or float32 [num, A] in [-1, 1]."""
-    if act_space.discrete:
-        return jax.random.randint(key, (num,), 0, act_space.size, jnp.int32)
-    return jax.random.uniform(key, (num, act_space.size), minval=-1.0, maxval=1.0)
 
 
 def policy_step(wm: WorldModel, ac: ac_lib.ActorCritic, wm_params, actor_params, carry, obs,

@@ -71,13 +71,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     logger = RunLogger(workdir, total=off.steps + r.env_steps, start=updates + env_step,
                        desc="fowm", enable_bar=r.progress_bar,
                        show_keys=("offline/eval_return", "eval/return", "train/model_loss"))
-    plan_eval = lambda s, k: float(tdmpc_train.evaluate(  # noqa: E731
-        eval_env, tdmpc_train.planner_policy(agent, s, False),
-        agent.initial_plan(eval_env.num_envs), k).mean())
+    plan_eval = lambda s, k: float(  # noqa: E731
+        tdmpc_train.planner_returns(agent, s, eval_env, k).mean())
     try:
         random_return = _last(workdir, "eval/random_return")
         if random_return is None:
-            random_return = tdmpc_train.random_baseline(eval_env, action_size, k_random)
+            random_return = tdmpc_train.random_baseline(eval_env, k_random)
             logger.log(0, {"eval/random_return": random_return,
                            "dataset/return_mean": meta.get("return_mean") or 0.0,
                            "dataset/episodes": meta.get("episodes", 0)})

@@ -81,7 +81,7 @@ def make_datasets(config: ml_collections.ConfigDict, workdir: str, out_dir: str,
     try:
         if {"random", "mixed"} & set(kinds):
             parts["random"] = tdmpc_train.rollout(
-                env, tdmpc_train.random_policy(agent.action_size), None, k_random,
+                env, tdmpc_train.random_policy(env.act_space), None, k_random,
                 max(random_steps // n, 2))
             sources["random"] = {"kind": "random", "steps": int(parts["random"]["reward"].size)}
         if {"medium", "mixed"} & set(kinds):

@@ -18,12 +18,13 @@ import matplotlib
 import ml_collections
 import numpy as np
 
-from jaxwm import envs
 from jaxwm.agents.tdmpc import config as tdmpc_config
 from jaxwm.agents.tdmpc.agent import Agent, AgentState
 from jaxwm.data import replay
+from jaxwm.runtime import online
 from jaxwm.runtime.checkpoint import Checkpointer
 from jaxwm.runtime.logging import RunLogger, read_metrics, save_config
+from jaxwm.utils import random_action
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -35,10 +36,9 @@ RECORD_KEYS = ("vector", "action", "reward", "is_first", "is_last", "is_terminal
 # Environment helpers
 # ------------------------------------------------------------------------------------------------
 def make_env(env_config: ml_collections.ConfigDict, seed: int, num_envs: int | None = None):
-    """`envs.make` for a DMC state task; raises ValueError unless it has 'vector' observations
-    and continuous actions (what TOLD's MLP encoder and MPPI need)."""
-    overrides = dict(env_config.overrides.to_dict()) if env_config.get("overrides") else {}
-    env = envs.make(env_config.name, num_envs or env_config.num_envs, seed, **overrides)
+    """`online.make_env` for a DMC state task; raises ValueError unless it has 'vector'
+    observations and continuous actions (what TOLD's MLP encoder and MPPI need)."""
+    env = online.make_env(env_config, seed, num_envs)
     if "vector" not in env.obs_space or env.act_space.discrete:
         env.close()
         raise ValueError(f"env.name={env_config.name!r}: TD-MPC needs 'vector' observations and "
@@ -49,47 +49,31 @@ def make_env(env_config: ml_collections.ConfigDict, seed: int, num_envs: int | N
 
 def record(out: dict, action) -> dict:
     """The replay row of one batched step: observation o_t, flags, and the action taken at o_t."""
-    row = {k: out[k] for k in RECORD_KEYS if k != "action"}
-    row["action"] = np.asarray(action, np.float32)
-    return row
+    return replay.env_row(RECORD_KEYS, out, np.asarray(action, np.float32))
 
 
-def random_actions(key: jax.Array, num_envs: int, action_size: int) -> np.ndarray:
-    """Uniform actions in [-1, 1]: float32 [N, A]."""
-    return np.asarray(jax.random.uniform(key, (num_envs, action_size), minval=-1.0, maxval=1.0))
-
-
-Policy = Callable  # (obs dict [N], carry, key) -> (action [N, A], carry)
+Policy = Callable  # (carry, obs dict [N], key) -> (action [N, A], carry), as `online.run_episodes`
 
 
 def planner_policy(agent: Agent, state: AgentState, explore: bool) -> Policy:
     """Acting by MPPI; the carry is the plan mean [N, H, A] (start: `agent.initial_plan(N)`)."""
-    def policy(out, plan, key):
-        action, plan, _ = agent.jit_act(state, out["vector"], plan, out["is_first"], key, explore,
+    def policy(plan, obs, key):
+        action, plan, _ = agent.jit_act(state, obs["vector"], plan, obs["is_first"], key, explore,
                                         agent.planner.min_std)
         return np.asarray(action), plan
     return policy
 
 
-def random_policy(action_size: int) -> Policy:
-    def policy(out, carry, key):
-        return random_actions(key, len(out["reward"]), action_size), carry
+def random_policy(act_space) -> Policy:
+    def policy(carry, obs, key):
+        return np.asarray(random_action(act_space, len(obs["is_first"]), key)), carry
     return policy
 
 
-def evaluate(env, policy: Policy, carry, key: jax.Array) -> np.ndarray:
-    """One episode per env (run in parallel): returns float64 [N] of undiscounted returns."""
-    out = env.reset()
-    returns = np.zeros(env.num_envs)
-    done = np.zeros(env.num_envs, bool)
-    for t in range(1_000_000):
-        if done.all():
-            return returns
-        action, carry = policy(out, carry, jax.random.fold_in(key, t))
-        out = env.step(action)
-        returns += np.where(done, 0.0, out["reward"])
-        done |= out["is_last"]
-    raise RuntimeError("evaluation episodes did not end within 1e6 steps")
+def planner_returns(agent: Agent, state: AgentState, eval_env, key: jax.Array) -> np.ndarray:
+    """Returns [N] of one noise-free MPPI episode per eval env (run in parallel)."""
+    return online.run_episodes(eval_env, planner_policy(agent, state, False),
+                               agent.initial_plan(eval_env.num_envs), key)["return"]
 
 
 def rollout(env, policy: Policy, carry, key: jax.Array, num_steps: int) -> dict:
@@ -97,26 +81,10 @@ def rollout(env, policy: Policy, carry, key: jax.Array, num_steps: int) -> dict:
     out = env.reset()
     rows = []
     for t in range(num_steps):
-        action, carry = policy(out, carry, jax.random.fold_in(key, t))
+        action, carry = policy(carry, out, jax.random.fold_in(key, t))
         rows.append(record(out, action))
         out = env.step(action)
     return {k: np.stack([r[k] for r in rows]) for k in RECORD_KEYS}
-
-
-class EpisodeTracker:
-    """Host-side returns of the training envs; `pop()` gives the episodes finished since."""
-
-    def __init__(self, num_envs: int):
-        self.running = np.zeros(num_envs)
-        self.finished: list = []
-
-    def step(self, out: dict) -> None:
-        self.running = np.where(out["is_first"], 0.0, self.running + out["reward"])
-        self.finished.extend(self.running[out["is_last"]].tolist())
-
-    def pop(self) -> list:
-        done, self.finished = self.finished, []
-        return done
 
 
 def crossed(step: int, delta: int, every: int) -> bool:
@@ -179,7 +147,7 @@ def run_online(agent: Agent, config: ml_collections.ConfigDict, state: AgentStat
     num_updates = tdmpc_config.updates_per_call(config)
     sizes = tuple(sizes) if sizes else (r.batch_size,)
     min_rows = config.model.horizon + 1
-    tracker, out = EpisodeTracker(n), env.reset()
+    episodes, out = online.EpisodeStats(n), env.reset()
     plan = agent.initial_plan(n)
     host_step, last_eval, metrics, start = env_step // n, None, {}, time.time()
     start_step = env_step
@@ -191,14 +159,14 @@ def run_online(agent: Agent, config: ml_collections.ConfigDict, state: AgentStat
     while env_step < total:
         key_t = jax.random.fold_in(k_act, host_step)
         if env_step < r.seed_steps:
-            action = random_actions(key_t, n, agent.action_size)
+            action = np.asarray(random_action(env.act_space, n, key_t))
         else:
             action, plan, _ = act(state, out["vector"], plan, out["is_first"], key_t, True,
                                   tdmpc_config.exploration_std(config, env_step))
             action = np.asarray(action)
         replay_state = add(replay_state, record(out, action))
         out = env.step(action)
-        tracker.step(out)
+        episodes.observe(out)
         env_step += n
         host_step += 1
         ready = env_step >= r.seed_steps and host_step >= min_rows
@@ -211,16 +179,14 @@ def run_online(agent: Agent, config: ml_collections.ConfigDict, state: AgentStat
             state, metrics = train(state, (replay_state,) + fixed_replays,
                                    jax.random.fold_in(k_train, host_step), num_updates, sizes)
         if crossed(env_step, n, r.log_every):
-            episodes = tracker.pop()
+            finished = episodes.pop()
             record_ = {f"train/{k}": v for k, v in metrics.items()}
-            if episodes:
-                record_["train/episode_return"] = float(np.mean(episodes))
+            if "episode/return" in finished:
+                record_["train/episode_return"] = finished["episode/return"]
             record_["fps"] = (env_step - start_step) / max(time.time() - start, 1e-6)
             logger.log(env_step, record_)
         if crossed(env_step, n, r.eval_every) or env_step >= total:
-            returns = evaluate(eval_env, planner_policy(agent, state, False),
-                               agent.initial_plan(eval_env.num_envs),
-                               jax.random.fold_in(k_eval, env_step))
+            returns = planner_returns(agent, state, eval_env, jax.random.fold_in(k_eval, env_step))
             last_eval = float(returns.mean())
             logger.log(env_step, {"eval/return": last_eval, "eval/return_std": returns.std()})
             logger.write(f"step {env_step}: eval return {last_eval:.1f}")
@@ -230,9 +196,10 @@ def run_online(agent: Agent, config: ml_collections.ConfigDict, state: AgentStat
     return state, replay_state, last_eval
 
 
-def random_baseline(eval_env, action_size: int, key: jax.Array) -> float:
+def random_baseline(eval_env, key: jax.Array) -> float:
     """Mean return of the uniform random policy over one episode per eval env."""
-    return float(evaluate(eval_env, random_policy(action_size), None, key).mean())
+    return float(online.run_episodes(eval_env, random_policy(eval_env.act_space), None,
+                                     key)["return"].mean())
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -265,7 +232,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if random_return:
             random_return = random_return[-1]
         else:
-            random_return = random_baseline(eval_env, agent.action_size, k_random)
+            random_return = random_baseline(eval_env, k_random)
             logger.log(0, {"eval/random_return": random_return})
         if env_step < r.env_steps:
             state, replay_state, eval_return = run_online(
