@@ -16,8 +16,6 @@ import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy is imported
 
-import json  # noqa: E402
-import platform  # noqa: E402
 import time  # noqa: E402
 
 import jax  # noqa: E402
@@ -28,6 +26,7 @@ from absl import app, flags  # noqa: E402
 from jaxwm.agents.tdmpc import config as tdmpc_config  # noqa: E402
 from jaxwm.agents.tdmpc.agent import Agent  # noqa: E402
 from jaxwm.planners import mppi  # noqa: E402
+from jaxwm.runtime.logging import save_benchmark  # noqa: E402
 
 flags.DEFINE_list("presets", ["cpu", "paper"], "tdmpc presets whose model/planner sizes are timed")
 flags.DEFINE_integer("num_envs", 8, "latents planned per call (a batch of environments)")
@@ -212,15 +211,8 @@ def main(argv):
               f" ({row['num_envs']} envs, {row['num_samples']}+{row['num_pi_trajs']} samples, "
               f"{row['iterations']} it, H={row['horizon']}; value gap "
               f"{row['value_max_abs_diff']:.1e} of max |V| {row['value_max_abs']:.1f})")
-    result = {"backend": jax.default_backend(), "devices": jax.device_count(),
-              "machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-              "load_avg_1min": os.getloadavg()[0],
-              "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS"), "rows": rows}
-    os.makedirs(FLAGS.out, exist_ok=True)
-    path = os.path.join(FLAGS.out, "planner.json")
-    with open(path, "w") as f:
-        json.dump(result, f, indent=2)
-    print(f"saved {path}")
+    save_benchmark(FLAGS.out, "planner", {
+        "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS"), "rows": rows})
 
 
 if __name__ == "__main__":

@@ -15,9 +15,7 @@ Sizes: the `cpu` presets of the Dreamer model and behaviour (H = 15), the `cpu` 
 ensemble (E = 10, 2 x 200), a DMC-walker-like vector observation (24 dims, 6 continuous actions),
 N = 256 perturbed start states. Printed as a table and saved as `population.json`.
 """
-import json
 import os
-import platform
 import statistics
 import time
 from types import SimpleNamespace
@@ -31,6 +29,7 @@ from jaxwm.agents.dreamer.config import (apply_behavior_preset, apply_preset, be
 from jaxwm.agents.plan2explore.config import disag_config
 from jaxwm.behaviors import actor_critic, cascade, plan2explore
 from jaxwm.models.dreamer import WorldModel
+from jaxwm.runtime.logging import save_benchmark
 
 flags.DEFINE_list("populations", ["1", "2", "4", "8", "16"], "population sizes B to time")
 flags.DEFINE_integer("repeats", 2, "timed calls of each side per B (median reported)")
@@ -145,18 +144,12 @@ def main(argv):
           f"for every B); 1-min load average {load_start:.1f} -> {os.getloadavg()[0]:.1f} on "
           f"{os.cpu_count()} cores")
 
-    result = {"backend": jax.default_backend(), "devices": jax.device_count(),
-              "machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+    save_benchmark(FLAGS.out, "population", {
               "starts": FLAGS.starts, "horizon": s.horizon, "repeats": FLAGS.repeats,
               "obs_size": OBS_SIZE, "action_size": ACTION_SIZE, "presets": "cpu",
               "disag_members": s.disag.config.members,
               "sequential_compile_s": sequential_compile,
-              "load_average_1min": [load_start, os.getloadavg()[0]], "rows": rows}
-    os.makedirs(FLAGS.out, exist_ok=True)
-    path = os.path.join(FLAGS.out, "population.json")
-    with open(path, "w") as f:
-        json.dump(result, f, indent=2)
-    print(f"saved {path}")
+              "load_average_1min": [load_start, os.getloadavg()[0]], "rows": rows})
 
 
 if __name__ == "__main__":

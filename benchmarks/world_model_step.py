@@ -7,9 +7,6 @@ Atari-shaped data, and compares the space-to-depth CNN with DreamerV2's strided 
 machine and shapes (a ratio measured in one run). `frames/s` = T * B * steps/s (replayed frames).
 Printed and saved as JSON.
 """
-import json
-import os
-import platform
 import time
 from types import SimpleNamespace
 
@@ -20,6 +17,7 @@ from absl import app, flags
 
 from jaxwm.agents.dreamer.config import apply_preset, model_config
 from jaxwm.models.dreamer import WorldModel
+from jaxwm.runtime.logging import save_benchmark
 
 flags.DEFINE_list("presets", ["smoke", "cpu"], "presets to time (paper needs a GPU/TPU)")
 flags.DEFINE_integer("batch_size", 16, "sequences per step")
@@ -68,14 +66,8 @@ def main(argv):
                   f"{r['frames_per_s']:9.0f} frames/s (compile {r['compile_s']} s)")
         print(f"{preset:>6} space_to_depth / strided speed ratio: "
               f"{fast['speedup_vs_strided']:.2f}x")
-    result = {"backend": jax.default_backend(), "devices": jax.device_count(),
-              "machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-              "batch": [FLAGS.seq_len, FLAGS.batch_size], "rows": rows}
-    os.makedirs(FLAGS.out, exist_ok=True)
-    path = os.path.join(FLAGS.out, "world_model_step.json")
-    with open(path, "w") as f:
-        json.dump(result, f, indent=2)
-    print(f"saved {path}")
+    save_benchmark(FLAGS.out, "world_model_step",
+                   {"batch": [FLAGS.seq_len, FLAGS.batch_size], "rows": rows})
 
 
 if __name__ == "__main__":

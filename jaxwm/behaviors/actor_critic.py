@@ -264,6 +264,15 @@ class ActorCritic:
             return params.argmax(-1).astype(jnp.int32)
         return jnp.clip(params[0], -1.0, 1.0)
 
+    def act_in_blocks(self, actor_params, feat, key, sample: bool = True) -> jax.Array:
+        """Actions of K actors stacked on a leading axis (a population, or one actor per task)
+        for N = K * M env slots: slot n follows actor n // M. feat [N, F] -> [N] / [N, A]."""
+        k = jax.tree.leaves(actor_params)[0].shape[0]
+        feat = feat.reshape((k, feat.shape[0] // k, -1))
+        act = jax.vmap(lambda p, f, kk: self.act(p, f, kk, sample=sample))
+        action = act(actor_params, feat, jax.random.split(key, k))
+        return action.reshape((-1,) + action.shape[2:])
+
     # --- imagination and losses ------------------------------------------------------------
     def imagine(self, wm, wm_params, actor_params, start, horizon: int, key) -> Trajectory:
         """Roll out the world model's prior under the actor for `horizon` steps from start [N].

@@ -142,11 +142,7 @@ class Learner:
         if random:
             action = random_action(self.wm.act_space, num, k_act)
         else:
-            size = self.cascade_config.population
-            feat = rssm.features(post).reshape((size, num // size, -1))
-            keys = jax.random.split(k_act, size)
-            action = jax.vmap(self.ac.act)(actor_params, feat, keys)
-            action = action.reshape((num,) + action.shape[2:])
+            action = self.ac.act_in_blocks(actor_params, rssm.features(post), k_act)
         return action, {"state": post, "action": self.wm.action_features(action)}
 
 

@@ -6,6 +6,7 @@ the offending metrics instead of training on silently.
 import json
 import math
 import os
+import platform
 from typing import Mapping
 
 import jax
@@ -111,3 +112,17 @@ def read_metrics(workdir: str) -> list:
     """All records of `workdir/metrics.jsonl` as dicts."""
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def save_benchmark(out_dir: str, name: str, result: dict) -> str:
+    """Write `<out_dir>/<name>.json`: the machine (backend, devices, CPU, cores, 1-min load)
+    followed by `result`; prints and returns the path."""
+    machine = {"backend": jax.default_backend(), "devices": jax.device_count(),
+               "machine": platform.processor() or platform.machine(),
+               "cpu_count": os.cpu_count(), "load_avg_1min": os.getloadavg()[0]}
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, f"{name}.json")
+    with open(path, "w") as f:
+        json.dump({**machine, **result}, f, indent=2)
+    print(f"saved {path}")
+    return path

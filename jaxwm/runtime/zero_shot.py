@@ -143,19 +143,15 @@ class ZeroShot:
 
         return jax.jit(train, donate_argnums=0)
 
-    def policy(self, state: ZeroShotState, wm_params, episodes: int):
+    def policy(self, state: ZeroShotState, wm_params):
         """act_fn(carry, obs, key) for K * episodes envs: env block k follows task k's mode
         policy (actor params [K, ...] vmapped)."""
-        k_tasks = len(self.tasks)
-
         @jax.jit
         def act(carry, obs, key):
             k_obs, k_act = jax.random.split(key)
             post = observe_step(self.wm, wm_params, carry, obs, k_obs)
-            feat = rssm.features(post).reshape(k_tasks, episodes, -1)
-            action = jax.vmap(lambda p, f, k: self.ac.act(p, f, k, sample=False))(
-                state.ac.actor.params, feat, jax.random.split(k_act, k_tasks))
-            action = action.reshape((k_tasks * episodes,) + action.shape[2:])
+            action = self.ac.act_in_blocks(state.ac.actor.params, rssm.features(post), k_act,
+                                           sample=False)
             return action, {"state": post, "action": self.wm.action_features(action)}
 
         return act
@@ -204,7 +200,7 @@ def evaluate(config: ml_collections.ConfigDict, wm, wm_params, replay_state, fam
         results.update(values)
     env = env_fn(len(tasks) * config.episodes)
     try:
-        act = zs.policy(state, wm_params, config.episodes)
+        act = zs.policy(state, wm_params)
         res = run_episodes(env, act, initial_carry(wm, env.num_envs), k_eval, family)
     finally:
         env.close()

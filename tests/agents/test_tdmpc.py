@@ -132,6 +132,6 @@ def test_bad_preset():
 
 @pytest.mark.slow
 def test_cpu_preset_beats_random_on_cartpole_balance(tmp_path):
-    """~2-4 min on 2 shared cores (measured: eval return ~994 vs random ~278)."""
+    """~2-4 min on 2 shared cores (measured: eval return 994 vs random 248)."""
     summary = train_and_evaluate(tdmpc_config.get_config("cpu"), str(tmp_path / "tdmpc"))
     assert summary["eval_return"] > summary["random_return"] + 400

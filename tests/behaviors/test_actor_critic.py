@@ -297,3 +297,20 @@ def test_population_pieces_with_cross_member_rewards(continuous):
                  g_actor, alone)
     # Member 2's reward depends on its own final state: its actor gradient is non-zero.
     assert float(jnp.abs(out_bias_grad(jax.tree.map(lambda x: x[2], g_actor))).sum()) > 0
+
+
+@pytest.mark.parametrize("sample", [True, False])
+def test_act_in_blocks_equals_each_actor_on_its_block(sample):
+    """3 stacked actors, 6 slots: slots 2k and 2k + 1 follow actor k with the k-th split key."""
+    _, ac = tiny(discrete=False)
+    actors = jax.vmap(ac.init)(jax.random.split(jax.random.PRNGKey(0), 3)).actor.params
+    feat = jax.random.normal(jax.random.PRNGKey(1), (6, ac.feat_size))
+    key = jax.random.PRNGKey(2)
+    got = ac.act_in_blocks(actors, feat, key, sample=sample)
+    keys = jax.random.split(key, 3)
+    for k in range(3):
+        actor = jax.tree.map(lambda x: x[k], actors)
+        np.testing.assert_allclose(got[2 * k:2 * k + 2],
+                                   ac.act(actor, feat[2 * k:2 * k + 2], keys[k], sample=sample),
+                                   rtol=1e-6, atol=1e-6)
+    assert got.shape == (6, 2)
