@@ -92,7 +92,8 @@ def test_balanced_batch_sizes():
 @pytest.mark.slow
 def test_cpu_finetuning_improves_on_offline_only(tmp_path):
     """Generates CartpoleSwingup datasets from a TD-MPC run, then runs FOWM's cpu preset
-    (~10 min on 2 shared cores); the measured numbers are in the project notes."""
+    (~10 min on 2 shared cores). Measured with the binary on the make_dataset.py data: eval
+    return 365 offline only -> 847 after 1.5k online steps."""
     from jaxwm.agents.tdmpc import config as tdmpc_config
     from jaxwm.agents.tdmpc import offline_data
     tdmpc = tdmpc_config.get_config("cpu")
