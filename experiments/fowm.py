@@ -7,23 +7,8 @@ Writes config.json, metrics.jsonl, TensorBoard events (tb/), checkpoints/ (resum
 phase) and plots/return.png (offline evaluations, then the online curve from the offline-only
 score at env step 0).
 """
-from absl import app, flags
-from ml_collections import config_flags
-
 from jaxwm.agents.fowm.train import train_and_evaluate
-from jaxwm.runtime.logging import quiet_libraries
-
-config_flags.DEFINE_config_file("config", "experiments/configs/fowm.py:cpu",
-                                "FOWM config file with a preset")
-flags.DEFINE_string("workdir", "runs/fowm", "output directory (resumes if it exists)")
-
-
-def main(argv):
-    del argv
-    quiet_libraries()
-    summary = train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
-    print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in summary.items()})
-
+from jaxwm.runtime import cli
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run("fowm", train_and_evaluate, "FOWM")

@@ -18,11 +18,20 @@ import optax
 
 from jaxwm import distributions as dists
 from jaxwm.models import rssm
-from jaxwm.nn import MLP, ConvDecoder, ConvEncoder
+from jaxwm.nn import ACTIVATIONS, CNN_IMPLS, MLP, ConvDecoder, ConvEncoder
 from jaxwm.types import TrainState, adam
 from jaxwm.utils import train_on_batches
 
 REWARD_HEADS = ("normal", "twohot")
+
+
+def check_config(c: ml_collections.ConfigDict) -> None:
+    """Raise a ValueError naming the `model.<field>` whose value is not allowed, and the allowed
+    values, before anything is built or written."""
+    for field, allowed in (("latent", rssm.LATENTS), ("reward_head", REWARD_HEADS),
+                           ("cnn_impl", CNN_IMPLS), ("act", tuple(sorted(ACTIVATIONS)))):
+        if c[field] not in allowed:
+            raise ValueError(f"model.{field}={c[field]!r} is not one of {allowed}")
 
 
 def image_keys(obs_space: dict) -> list:
@@ -41,8 +50,6 @@ class WorldModelNet(nn.Module):
 
     def setup(self):
         c = self.config
-        if c.reward_head not in REWARD_HEADS:
-            raise ValueError(f"model.reward_head={c.reward_head!r} is not one of {REWARD_HEADS}")
         shapes = dict(self.obs_shapes)
         mlp = (c.mlp_units,) * c.mlp_layers
         self.encoders = {k: (ConvEncoder(c.cnn_depth, c.act, c.cnn_impl) if len(s) == 3
@@ -90,6 +97,7 @@ class WorldModel:
     """
 
     def __init__(self, config: ml_collections.ConfigDict, obs_space: dict, act_space):
+        check_config(config)
         self.config = config
         keys = image_keys(obs_space) + vector_keys(obs_space)
         if not keys:

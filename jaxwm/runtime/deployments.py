@@ -221,7 +221,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, progress: bool = True,
 
     stop_after: return after this deployment (a time-boxed job; rerun to continue)."""
     d = config.deploy
-    save_config(config, workdir)
     eval_at = eval_deployments(d.eval_deployments, d.deployments)
     make_env = lambda n, seed: envs.make(config.env.name, n, seed,  # noqa: E731
                                          **dict(config.env.overrides))
@@ -262,6 +261,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, progress: bool = True,
     if restored is not None:
         _, state, meta = restored
         start, cells = meta["deployment"] + 1, meta["cells"]
+    save_config(config, workdir)   # only once the config is known to fit the run
     coverage = Coverage(learner.cascade_config.population, cells)
     random_method = config.method == "random"
     record = {}

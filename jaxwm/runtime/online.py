@@ -182,7 +182,6 @@ def run(agent, env, config: ml_collections.ConfigDict, workdir: str, *, labeler=
     """
     c = config.run
     check_run_config(c)
-    save_config(config, workdir)
     mesh = sharding.make_mesh(c.num_devices) if c.num_devices > 1 else None
     label_keys = tuple(f"reward/{t}" for t in labeler.tasks) if labeler is not None else ()
     spec = replay.env_spec(env, label_keys)
@@ -198,6 +197,7 @@ def run(agent, env, config: ml_collections.ConfigDict, workdir: str, *, labeler=
     restored = ckpt.restore_latest(state)
     if restored is not None:
         env_step, state, meta = restored
+    save_config(config, workdir)   # only once the config is known to fit the run
     stats = EpisodeStats(env.num_envs, meta.get("cells", ()))
     stats.history = list(meta.get("returns", []))
 
@@ -243,8 +243,8 @@ def run(agent, env, config: ml_collections.ConfigDict, workdir: str, *, labeler=
         state["key"], k_batch, k_video = jax.random.split(state["key"], 3)
         batch = replay.sample(state["replay"], k_batch, max(4, sharding.num_shards(mesh)),
                               c.video_len)
-        path = os.path.join(workdir, "videos", f"openloop_{step}.gif")
-        return agent.video(state["agent"], batch, k_video, path)
+        return agent.video(state["agent"], batch, k_video,
+                           os.path.join(workdir, "videos", f"openloop_{step}"))
 
     while env_step < c.steps:
         # replay holds min(steps per env, capacity) >= seq_len steps per env (no device sync)

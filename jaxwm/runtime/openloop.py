@@ -1,5 +1,6 @@
-"""Real vs open-loop imagined rollouts for models of *vector* observations (the counterpart of
-`jaxwm.runtime.videos.openloop_video`, which covers image observations).
+"""Real vs open-loop imagined rollouts of a Dreamer world model: `write_openloop` picks
+`jaxwm.runtime.videos.openloop_video` for image observations and `openloop_figure` (below) for
+vector observations.
 
 The model observes the first `context` steps of a replay sequence, then predicts the rest from
 the recorded actions alone (DreamerV2 Fig. 2 protocol). For MiniGrid's symbolic 7x7 view
@@ -13,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxwm.models import rssm
+from jaxwm.runtime import videos
 
 MINIGRID_VECTOR = 7 * 7 * 20
 
@@ -50,13 +52,12 @@ def openloop_figure(wm, params, batch, key, path: str, context: int = 5,
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     if real.shape[-1] == MINIGRID_VECTOR:
         from jaxwm.envs.envpool_envs import render_minigrid
-        from jaxwm.runtime.videos import save_gif
         t, b = real.shape[:2]
         frames = [render_minigrid(_minigrid_views(x.reshape(t * b, -1))).reshape(
             t, b, 64, 64, 3) for x in (real, imagined)]
         frames = np.concatenate(frames, 2)                            # [T, B, 128, 64, 3]
         frames = np.concatenate(list(np.moveaxis(frames, 1, 0)), 2)   # [T, 128, B * 64, 3]
-        return save_gif(frames, path + ".gif", fps=4)
+        return videos.save_gif(frames, path + ".gif", fps=4)
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -74,3 +75,11 @@ def openloop_figure(wm, params, batch, key, path: str, context: int = 5,
     fig.savefig(out, dpi=90)
     plt.close(fig)
     return out
+
+
+def write_openloop(wm, params, batch, key, stem: str, context: int = 5) -> str | None:
+    """Real vs open-loop imagined rollout of `batch` [T, B]: `<stem>.gif` of frames for image
+    models (`videos.openloop_video`), else `openloop_figure`. Returns the written path."""
+    if "image" in dict(wm.obs_shapes):
+        return videos.openloop_video(wm, params, batch, key, stem + ".gif", context)
+    return openloop_figure(wm, params, batch, key, stem, context)

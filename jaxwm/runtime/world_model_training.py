@@ -16,11 +16,10 @@ import numpy as np
 from jaxwm import envs
 from jaxwm.data import replay
 from jaxwm.models.dreamer import WorldModel
-from jaxwm.runtime import sharding
+from jaxwm.runtime import openloop, sharding
 from jaxwm.runtime.checkpoint import Checkpointer
 from jaxwm.runtime.logging import RunLogger, save_config
 from jaxwm.runtime.plots import plot_metrics
-from jaxwm.runtime.videos import openloop_video
 
 STEP_KEYS = ("action", "reward", "is_first", "is_last", "is_terminal")
 
@@ -48,7 +47,6 @@ def make_train_fn(wm: WorldModel, config):
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Runs (or resumes) a world-model training job; returns the last logged metrics."""
     t = config.train
-    save_config(config, workdir)
     mesh = sharding.make_mesh(config.num_devices or None)
     env = envs.make(config.env.name, config.env.num_envs, config.seed, **config.env.overrides)
     wm = WorldModel(config.model, env.obs_space, env.act_space)
@@ -63,6 +61,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     restored = ckpt.restore_latest(state)
     if restored is not None:
         env_step, state, _ = restored
+    save_config(config, workdir)   # only once the config is known to fit the run
     train_fn = make_train_fn(wm, config)
     add = jax.jit(replay.add, donate_argnums=0)
     rng = np.random.default_rng([config.seed, env_step])
@@ -98,12 +97,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
             if last_log != env_step:
                 logger.log(env_step, metrics)
             state["key"], key_video = jax.random.split(state["key"])
-            if any(len(s.shape) == 3 for s in env.obs_space.values()):
-                batch = replay.sample(state["replay"], key_video, max(sharding.num_shards(mesh), 4),
-                                      t.video_len)
-                path = openloop_video(wm, state["wm"].params, batch, key_video,
-                                      os.path.join(workdir, "videos", f"openloop_{env_step}.gif"))
-                logger.write(f"open-loop video: {path}")
+            batch = replay.sample(state["replay"], key_video, max(sharding.num_shards(mesh), 4),
+                                  t.video_len)
+            path = openloop.write_openloop(wm, state["wm"].params, batch, key_video,
+                                           os.path.join(workdir, "videos", f"openloop_{env_step}"))
+            logger.write(f"open-loop rollout: {path}")
         plot = plot_metrics(workdir, ("model_loss", "image_loss", "vector_loss", "kl", "reward_loss"),
                             title=f"{config.env.name} world model", logy=True)
         logger.write(f"metrics: {logger.metrics_path}  plot: {plot}  checkpoints: {ckpt.directory}")

@@ -13,6 +13,7 @@ import ml_collections
 from jaxwm.behaviors import actor_critic as ac_lib
 from jaxwm.models import rssm
 from jaxwm.models.dreamer import WorldModel
+from jaxwm.runtime import openloop
 from jaxwm.types import TrainState
 from jaxwm.utils import random_action, train_on_batches
 
@@ -98,18 +99,6 @@ class Dreamer:
         """K `train_step`s scanned over batches [K, T, B]; returns (state, mean metrics)."""
         return train_on_batches(self.train_step, state, batches, key)
 
-    def video(self, state: DreamerState, batch, key, path: str):
-        """Real vs open-loop imagined rollout (`openloop_gif`); returns the path or None."""
-        return openloop_gif(self.wm, state.wm.params, batch, key, path)
-
-
-def openloop_gif(wm: WorldModel, wm_params, batch, key, path: str):
-    """Real vs open-loop imagined rollout: `jaxwm.runtime.videos.openloop_video` (GIF) for image
-    models, `jaxwm.runtime.openloop.openloop_figure` (GIF for MiniGrid views, else PNG) for
-    vector models. `path` ends in '.gif'. Returns the written path or None."""
-    if "image" in dict(wm.obs_shapes):
-        from jaxwm.runtime import videos
-        return videos.openloop_video(wm, wm_params, batch, key, path, context=5)
-    from jaxwm.runtime import openloop
-    return openloop.openloop_figure(wm, wm_params, batch, key, path.removesuffix(".gif"),
-                                    context=5)
+    def video(self, state: DreamerState, batch, key, stem: str):
+        """Real vs open-loop imagined rollout (`openloop.write_openloop`); returns its path."""
+        return openloop.write_openloop(self.wm, state.wm.params, batch, key, stem)

@@ -52,7 +52,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         env.close()
         eval_env.close()
         raise
-    save_config(config, workdir)
     agent = make_agent(config, obs_size, action_size)
     offline_replay = datasets.to_replay(arrays)
     del arrays
@@ -68,6 +67,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         _, tree, ck_meta = restored
         state, online_replay = tree["agent"], tree["replay"]
         updates, env_step = int(ck_meta["offline_updates"]), int(ck_meta["env_steps"])
+    save_config(config, workdir)   # only once the config is known to fit the run
     logger = RunLogger(workdir, total=off.steps + r.env_steps, start=updates + env_step,
                        desc="fowm", enable_bar=r.progress_bar,
                        show_keys=("offline/eval_return", "eval/return", "train/model_loss"))

@@ -13,10 +13,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jaxwm.agents.dreamer.agent import initial_carry, openloop_gif, policy_step
+from jaxwm.agents.dreamer.agent import initial_carry, policy_step
 from jaxwm.behaviors import actor_critic as ac_lib
 from jaxwm.behaviors import plan2explore as p2e
 from jaxwm.models.dreamer import WorldModel
+from jaxwm.runtime import openloop
 from jaxwm.types import TrainState
 from jaxwm.utils import train_on_batches
 
@@ -86,5 +87,5 @@ class Plan2Explore:
         """K `train_step`s scanned over batches [K, T, B]; returns (state, mean metrics)."""
         return train_on_batches(self.train_step, state, batches, key)
 
-    def video(self, state: P2EState, batch, key, path: str):
-        return openloop_gif(self.wm, state.wm.params, batch, key, path)
+    def video(self, state: P2EState, batch, key, stem: str):
+        return openloop.write_openloop(self.wm, state.wm.params, batch, key, stem)

@@ -206,7 +206,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Train TD-MPC online per `config` (see `config.get_config`) in `workdir`; resumes from
     its checkpoints. Returns {'eval_return', 'random_return', 'env_steps', 'seconds'}."""
     tdmpc_config.check_config(config)
-    save_config(config, workdir)
     r, start = config.run, time.time()
     env = make_env(config.env, config.seed)
     eval_env = make_env(config.env, config.seed + 10_000, r.eval_episodes)
@@ -223,6 +222,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         _, tree, meta = restored
         state, replay_state = tree["agent"], tree["replay"]
         env_step, pretrained = int(meta["env_steps"]), bool(meta["pretrained"])
+    save_config(config, workdir)   # only once the config is known to fit the run
     logger = RunLogger(workdir, total=r.env_steps, start=env_step, desc="tdmpc",
                        show_keys=("eval/return", "train/episode_return", "train/model_loss"),
                        enable_bar=r.progress_bar)
