@@ -17,6 +17,14 @@ _ENVPOOL_SUITES = {
     'envpool.minigrid': envpool_envs.MiniGridEnv,
 }
 _CRAFTAX = ('Craftax-Classic-Pixels-v1', 'Craftax-Classic-Symbolic-v1')
+CRAFTAX_ENVPOOL = '1.2.7'   # first envpool with Craftax; its wheels need Python >= 3.12
+
+
+@functools.cache
+def craftax_available() -> bool:
+    """Whether the installed envpool has Craftax Classic."""
+    from envpool.registration import registry
+    return all(name in registry.specs for name in _CRAFTAX)
 
 
 @functools.cache
@@ -49,6 +57,11 @@ def make(name: str, num_envs: int, seed: int = 0, **overrides) -> base.Env:
             from jaxwm.envs import dmc_pixels
             return dmc_pixels.DmcPixelsEnv(name, num_envs, seed, **overrides)
     elif name in _envpool_ids():
+        if name in _CRAFTAX and not craftax_available():
+            import envpool
+            raise ValueError(f'{name} needs envpool >= {CRAFTAX_ENVPOOL} (installed: '
+                             f'{envpool.__version__}), whose wheels need Python >= 3.12: '
+                             'rebuild .venv with python3.12')
         return _envpool_ids()[name](name, num_envs, seed, **overrides)
     candidates = _dmc_ids() if name.startswith('dmc:') else supported_ids()
     close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.5)

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import jaxwm.envs
+from jaxwm.envs import registry
 
 
 @pytest.mark.parametrize('name,match', [
@@ -21,6 +22,14 @@ def test_supported_ids_cover_suites():
             'WalkerWalk-v1', 'CartpoleBalance-v1', 'MiniGrid-FourRooms-v0',
             'MiniGrid-KeyCorridorS6R3-v0', 'MiniGrid-MultiRoom-N6-v0',
             'Craftax-Classic-Symbolic-v1', 'dmc:walker_walk', 'dmc:quadruped_run'} <= ids
+
+
+def test_craftax_without_envpool_support_names_the_version(monkeypatch):
+    """Python 3.11 gets envpool 1.2.5, which has no Craftax: say what to install."""
+    monkeypatch.setattr(registry, 'craftax_available', lambda: False)
+    with pytest.raises(ValueError, match=r'Craftax-Classic-Symbolic-v1 needs envpool >= 1\.2\.7 '
+                                         r'\(installed: .*Python >= 3\.12'):
+        jaxwm.envs.make('Craftax-Classic-Symbolic-v1', 1)
 
 
 @pytest.mark.parametrize('name,overrides,field', [

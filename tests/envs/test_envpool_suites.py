@@ -3,7 +3,11 @@ import numpy as np
 import pytest
 
 import jaxwm.envs
-from jaxwm.envs import base, envpool_envs
+from jaxwm.envs import base, envpool_envs, registry
+
+needs_craftax = pytest.mark.skipif(
+    not registry.craftax_available(),
+    reason=f'Craftax needs envpool >= {registry.CRAFTAX_ENVPOOL} (Python >= 3.12)')
 
 
 def random_action(env, rng):
@@ -148,6 +152,7 @@ def test_minigrid_palette_distinct():
     assert len(tiles) == len(valid)
 
 
+@needs_craftax
 @pytest.mark.parametrize('name,key,shape,dtype', [
     ('Craftax-Classic-Pixels-v1', 'image', (64, 64, 3), np.uint8),
     ('Craftax-Classic-Symbolic-v1', 'vector', (1345,), np.float32)])

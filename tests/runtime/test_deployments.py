@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from jaxwm.agents.cascade.config import get_config
+from jaxwm.envs import registry
 from jaxwm.runtime import deployments
 from jaxwm.runtime.logging import read_metrics
 
@@ -86,7 +87,10 @@ def test_domain_presets():
         get_config("cpu_mujoco")
 
 
-@pytest.mark.parametrize("domain", ["walker", "atari", "crafter"])
+@pytest.mark.parametrize("domain", [
+    "walker", "atari",
+    pytest.param("crafter", marks=pytest.mark.skipif(
+        not registry.craftax_available(), reason="Craftax needs envpool >= 1.2.7"))])
 def test_smoke_domain_runs_end_to_end(domain, tmp_path):
     """One reward-free deployment after the random one, then zero-shot on the domain's tasks."""
     config = get_config(f"smoke_{domain}")
