@@ -219,7 +219,8 @@ class WorldModel:
         return state.apply_gradients(self.optimizer, grads), metrics, posts
 
     def train_steps(self, state: TrainState, batches, key):
-        """K gradient steps as a `lax.scan` over batches [K, T, B]; returns (state, mean metrics)."""
+        """K gradient steps over batches [K, T, B] (`train_on_batches`); returns (state, mean
+        metrics)."""
         return train_on_batches(lambda s, b, k: self.train_step(s, b, k)[:2], state, batches,
                                 key)
 
