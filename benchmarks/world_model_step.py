@@ -32,7 +32,8 @@ from jaxwm.models.dreamer import WorldModel
 from jaxwm.runtime import world_model_training
 from jaxwm.runtime.logging import save_benchmark
 
-flags.DEFINE_list("presets", ["smoke", "cpu"], "presets to time (paper: ~3 min here with --rolled_repeats=0)")
+flags.DEFINE_list("presets", ["smoke", "cpu"],
+                 "presets to time (paper: ~3 min here with --rolled_repeats=0)")
 flags.DEFINE_integer("batch_size", 16, "sequences per step")
 flags.DEFINE_integer("seq_len", 16, "steps per sequence")
 flags.DEFINE_integer("grad_steps", 2, "K gradient steps per jitted call")
