@@ -50,9 +50,8 @@ def test_bad_preset():
 
 @pytest.mark.slow
 def test_cpu_preset_beats_random_on_cartpole_balance(tmp_path):
-    """~15 min on 2 free cores (46 min under heavy load). Measured with the binary (seed 0):
-    eval return (5 episodes, mode policy) 870 vs 312 random; mean of the last 10 training
-    episodes 833 vs 362 random."""
+    """~10 min on 2 free cores. Measured with the binary (seed 0): eval return (5 episodes, mode
+    policy) 764 vs 312 random; mean of the last 10 training episodes 793 vs 362 random."""
     config = get_config("cpu")
     learned = train_and_evaluate(config, str(tmp_path / "dreamer"))
     config = get_config("cpu")
