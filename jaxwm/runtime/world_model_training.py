@@ -19,6 +19,7 @@ from jaxwm.models.dreamer import WorldModel
 from jaxwm.runtime import openloop, sharding
 from jaxwm.runtime.checkpoint import Checkpointer
 from jaxwm.runtime.logging import RunLogger, save_config
+from jaxwm.runtime.online import EpisodeStats
 from jaxwm.runtime.plots import plot_metrics
 
 STEP_KEYS = ("action", "reward", "is_first", "is_last", "is_terminal")
@@ -66,7 +67,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     add = jax.jit(replay.add, donate_argnums=0)
     rng = np.random.default_rng([config.seed, env_step])
     obs = env.reset()
-    episode_return, finished_returns = np.zeros(env.num_envs), []
+    episodes = EpisodeStats(env.num_envs)
     metrics, last_log, calls, start_step = {}, env_step, 0, env_step
     logger = RunLogger(workdir, total=t.env_steps, start=env_step, desc="world model",
                        show_keys=("model_loss", "image_loss", "kl"))
@@ -76,8 +77,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
             action = random_actions(env.act_space, env.num_envs, rng)
             state["replay"] = add(state["replay"], replay.env_row(spec, obs, action))
             obs = env.step(action)
-            episode_return = np.where(obs["is_first"], 0.0, episode_return + obs["reward"])
-            finished_returns.extend(episode_return[obs["is_last"]])
+            episodes.observe(obs)
             env_step += env.num_envs
             steps_per_env = env_step // env.num_envs
             if steps_per_env >= t.prefill and steps_per_env % t.train_every == 0:
@@ -87,9 +87,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
             if metrics and env_step - last_log >= t.log_every:
                 last_log = env_step
                 fps = (env_step - start_step) / (time.time() - start_time)
-                episodes = {"episode_return": np.mean(finished_returns)} if finished_returns else {}
-                finished_returns = []
-                logger.log(env_step, {**metrics, **episodes, "env_fps": fps, "train_calls": calls})
+                finished = episodes.pop()
+                returns = ({"episode_return": finished["episode/return"]}
+                           if "episode/return" in finished else {})
+                logger.log(env_step, {**metrics, **returns, "env_fps": fps, "train_calls": calls})
             if env_step % t.checkpoint_every < env.num_envs or env_step >= t.env_steps:
                 ckpt.save(env_step, state, {"env_step": env_step})
             logger.advance(env_step)
