@@ -161,7 +161,29 @@ def parsed_flags():
         flags.FLAGS[name].value = value
 
 
-def test_script_reuses_finished_runs_and_runs_the_others(tmp_path, monkeypatch, parsed_flags):
+@pytest.fixture
+def fake_deployments(monkeypatch):
+    """`install(records)` replaces `deployments.run` by a fake that writes `records(config)` as
+    the run's metrics.jsonl; returns the list of configs it is called with."""
+    def install(records):
+        configs = []
+
+        def fake_run(config, workdir):
+            configs.append(config)
+            os.makedirs(workdir, exist_ok=True)
+            with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in records(config))
+            return {}
+
+        import jaxwm.runtime
+        monkeypatch.setattr(jaxwm.runtime, "deployments", types.SimpleNamespace(run=fake_run),
+                            raising=False)
+        return configs
+    return install
+
+
+def test_script_reuses_finished_runs_and_runs_the_others(tmp_path, fake_deployments,
+                                                         parsed_flags):
     """minigrid grid of 2 methods x 2 seeds on fake runs: one finished run is reused, the other
     three go through (a fake) `deployments.run`; table, results and figure are written."""
     last = paper.last_deployment(paper.build_config("smoke", "minigrid", "MiniGrid-Empty-5x5-v0",
@@ -172,23 +194,17 @@ def test_script_reuses_finished_runs_and_runs_the_others(tmp_path, monkeypatch, 
     (finished / "metrics.jsonl").write_text("".join(
         json.dumps(dict(r, deployment_coverage=1.0)) + "\n"
         for r in run({d: 1 + d for d in range(last + 1)})))
-    calls = []
 
-    def fake_run(config, workdir):
-        calls.append((config.method, config.seed, config.env.name))
+    def records(config):
         bonus = 3 if config.method == "cascade" else 0
-        os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
-            for r in run({d: 2 * d + bonus + config.seed for d in range(last + 1)}):
-                f.write(json.dumps(dict(r, deployment_coverage=r["coverage"] / 2)) + "\n")
-        return {}
+        return [dict(r, deployment_coverage=r["coverage"] / 2)
+                for r in run({d: 2 * d + bonus + config.seed for d in range(last + 1)})]
 
-    import jaxwm.runtime
-    monkeypatch.setattr(jaxwm.runtime, "deployments", types.SimpleNamespace(run=fake_run),
-                        raising=False)
+    configs = fake_deployments(records)
     parsed_flags(["prog", "--preset=smoke", "--domain=minigrid", "--env=MiniGrid-Empty-5x5-v0",
                   "--methods=cascade,random", "--seeds=2", f"--out_dir={out}", "--reps=50"])
     paper.main([])
+    calls = [(c.method, c.seed, c.env.name) for c in configs]
     assert sorted(calls) == [("cascade", 0, "MiniGrid-Empty-5x5-v0"),
                              ("cascade", 1, "MiniGrid-Empty-5x5-v0"),
                              ("random", 0, "MiniGrid-Empty-5x5-v0")]
@@ -203,36 +219,29 @@ def test_script_reuses_finished_runs_and_runs_the_others(tmp_path, monkeypatch, 
     assert "| CASCADE (n=2) |" in (out / "table.md").read_text()
     assert (out / "coverage.png").stat().st_size > 0
     # A second invocation reuses all four runs.
-    calls.clear()
+    configs.clear()
     paper.main([])
-    assert calls == []
+    assert configs == []
 
 
-def test_script_walker_zero_shot(tmp_path, monkeypatch, parsed_flags):
+def test_script_walker_zero_shot(tmp_path, fake_deployments, parsed_flags):
     """walker grid on fake runs evaluated after deployments 1.. (none after the random one)."""
     tasks = ("stand", "walk", "run", "flip")
-    seen = []
 
-    def fake_run(config, workdir):
-        seen.append(config.deploy.eval_deployments)
-        os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
-            for d in range(config.deploy.deployments + 1):
-                record = {"step": float(d), "deployment": float(d), "episodes": 3.0}
-                if d > 0:   # task t of seed s: 100 (d + t) (+ 500 for CASCADE)
-                    record.update({f"zero_shot/{t}": 100.0 * (d + i) + 500 * (
-                        config.method == "cascade") + config.seed for i, t in enumerate(tasks)})
-                f.write(json.dumps(record) + "\n")
-        return {}
+    def records(config):
+        for d in range(config.deploy.deployments + 1):
+            record = {"step": float(d), "deployment": float(d), "episodes": 3.0}
+            if d > 0:   # task t of seed s: 100 (d + t) (+ 500 for CASCADE)
+                record.update({f"zero_shot/{t}": 100.0 * (d + i) + 500 * (
+                    config.method == "cascade") + config.seed for i, t in enumerate(tasks)})
+            yield record
 
-    import jaxwm.runtime
-    monkeypatch.setattr(jaxwm.runtime, "deployments", types.SimpleNamespace(run=fake_run),
-                        raising=False)
+    configs = fake_deployments(records)
     out = tmp_path / "walker"
     parsed_flags(["prog", "--preset=smoke", "--domain=walker", "--methods=cascade,p2e",
                   "--seeds=2", f"--out_dir={out}", "--reps=50", "--return_scale=1000"])
     paper.main([])
-    assert seen == ["all"] * 4
+    assert [c.deploy.eval_deployments for c in configs] == ["all"] * 4
     aggs = json.loads((out / "results.json").read_text())["aggregates"]
     assert set(aggs) == {f"zero_shot/{t}" for t in tasks} | {"zero_shot/mean",
                                                                "zero_shot/all_tasks"}
@@ -248,24 +257,19 @@ def test_script_walker_zero_shot(tmp_path, monkeypatch, parsed_flags):
     assert (out / "zero_shot.png").stat().st_size > 0
 
 
-def test_script_crafter_scores(tmp_path, monkeypatch, parsed_flags):
+def test_script_crafter_scores(tmp_path, fake_deployments, parsed_flags):
     """crafter grid on fake runs: zero-shot game score plus the Crafter score per deployment."""
-    def fake_run(config, workdir):
+    def records(config):
         assert config.env.name == "Craftax-Classic-Symbolic-v1"   # the smoke_crafter preset's
-        os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
-            for d in range(config.deploy.deployments + 1):
-                # Crafter score d + seed (+ 1 for CASCADE); zero-shot 10 + seed after the last.
-                record = {"step": float(d), "deployment": float(d),
-                          "crafter_score": d + config.seed + (config.method == "cascade")}
-                if d == config.deploy.deployments:
-                    record["zero_shot/extrinsic"] = 10.0 + config.seed
-                f.write(json.dumps(record) + "\n")
-        return {}
+        for d in range(config.deploy.deployments + 1):
+            # Crafter score d + seed (+ 1 for CASCADE); zero-shot 10 + seed after the last.
+            record = {"step": float(d), "deployment": float(d),
+                      "crafter_score": d + config.seed + (config.method == "cascade")}
+            if d == config.deploy.deployments:
+                record["zero_shot/extrinsic"] = 10.0 + config.seed
+            yield record
 
-    import jaxwm.runtime
-    monkeypatch.setattr(jaxwm.runtime, "deployments", types.SimpleNamespace(run=fake_run),
-                        raising=False)
+    fake_deployments(records)
     out = tmp_path / "crafter"
     parsed_flags(["prog", "--preset=smoke", "--domain=crafter", "--methods=cascade,random",
                   "--seeds=2", f"--out_dir={out}", "--reps=50", "--eval_deployments=last"])
