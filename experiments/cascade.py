@@ -5,7 +5,8 @@ Writes config.json, metrics.jsonl (one record per deployment: coverage, episode 
 losses, zero-shot returns), TensorBoard events, checkpoints/ (resumes at the last completed
 deployment) and plots/metrics.png under --workdir.
 """
-from jaxwm.runtime import cli, deployments
+from jaxwm.agents.cascade import train as deployments
+from jaxwm.runtime import cli
 
 if __name__ == "__main__":
     cli.run("cascade", deployments.run, "CASCADE", print_summary=False)

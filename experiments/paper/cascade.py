@@ -1,7 +1,7 @@
 r"""CASCADE vs its baselines on reward-free deployments: the method x seed grid of one domain.
 
 Xu et al., NeurIPS 2022 (ALGORITHMS.md Sec. 4). For every (method, seed) it runs (or resumes)
-`jaxwm.runtime.deployments.run` in `<out_dir>/<method>/seed_<s>`, then aggregates the runs'
+`jaxwm.agents.cascade.train.run` in `<out_dir>/<method>/seed_<s>`, then aggregates the runs'
 `metrics.jsonl` with rliable: IQM over seeds with 95% stratified-bootstrap CIs per deployment, and
 the probability of improvement of CASCADE over each baseline at the last deployment.
 
@@ -397,7 +397,7 @@ def run_grid(out_dir: str, env: str) -> dict:
                 print(f"{tag}: removing {workdir} to rerun from scratch", flush=True)
                 shutil.rmtree(workdir)
             print(f"{tag}: running in {workdir}", flush=True)
-            from jaxwm.runtime import deployments    # heavy: only when a run is needed
+            from jaxwm.agents.cascade import train as deployments  # heavy: only when needed
             deployments.run(config, workdir)
         records[method][seed] = read_records(workdir)
         if not is_finished(records[method][seed], last):

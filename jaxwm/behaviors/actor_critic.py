@@ -286,6 +286,15 @@ class ActorCritic:
         states, actions = wm.imagine(wm_params, policy, start, horizon, key)
         return Trajectory(states=states, feat=rssm.features(states), actions=actions)
 
+    def discounts(self, wm, wm_params, feat):
+        """(cont [H + 1, N], gamma_t [H, N]) of imagined feat [H + 1, N, F]: the world model's
+        continue probability (or 1 without `discount_head`) and gamma * cont(s_{t+1})."""
+        if self.config.discount_head:
+            cont = wm.discount(wm_params, feat)
+        else:
+            cont = jnp.ones(feat.shape[:2])
+        return cont, self.config.discount * cont[1:]
+
     def losses(self, actor_params, critic_params, ac_state: ACState, wm, wm_params,
                traj: Trajectory, reward: jax.Array):
         """Actor and critic losses of imagined trajectories (module docstring).
@@ -299,11 +308,7 @@ class ActorCritic:
         feat = traj.feat
         horizon = traj.actions.shape[0]
         chex.assert_shape(reward, (horizon, feat.shape[1]))
-        if c.discount_head:
-            cont = wm.discount(wm_params, feat)                             # [H + 1, N]
-        else:
-            cont = jnp.ones(feat.shape[:2])
-        gammas = c.discount * cont[1:]                                      # [H, N]
+        cont, gammas = self.discounts(wm, wm_params, feat)
         target_params = ac_state.slow_critic if c.slow_target else sg(critic_params)
         target_values = self.value(target_params, feat)                     # [H + 1, N]
         returns = rets.batched_lambda_returns(reward, gammas, target_values, c.return_lambda)

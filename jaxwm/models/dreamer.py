@@ -198,10 +198,11 @@ class WorldModel:
             losses["reward"] = (0.5 * jnp.square(reward_out - reward)).mean()
         else:
             losses["reward"] = dists.two_hot_loss(reward_out, reward, self.bins).mean()
-        cont = 1.0 - batch["is_terminal"].astype(jnp.float32)
-        disc_logits = self.net.apply(params, feat, method=WorldModelNet.discount_logits)
-        losses["discount"] = -(cont * jax.nn.log_sigmoid(disc_logits)
-                               + (1 - cont) * jax.nn.log_sigmoid(-disc_logits)).mean()
+        if c.pred_discount:
+            cont = 1.0 - batch["is_terminal"].astype(jnp.float32)
+            disc_logits = self.net.apply(params, feat, method=WorldModelNet.discount_logits)
+            losses["discount"] = -(cont * jax.nn.log_sigmoid(disc_logits)
+                                   + (1 - cont) * jax.nn.log_sigmoid(-disc_logits)).mean()
         kl, kl_value = rssm.kl_loss(self.cell, posts, priors, c.kl_scale * c.kl_balance,
                                     c.kl_scale * (1 - c.kl_balance), c.kl_free, c.kl_free_avg)
         scales = dict(c.loss_scales)

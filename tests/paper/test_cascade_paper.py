@@ -3,7 +3,6 @@
 import importlib.util
 import json
 import os
-import types
 
 import numpy as np
 import pytest
@@ -163,7 +162,7 @@ def parsed_flags():
 
 @pytest.fixture
 def fake_deployments(monkeypatch):
-    """`install(records)` replaces `deployments.run` by a fake that writes `records(config)` as
+    """`install(records)` replaces `cascade.train.run` by a fake that writes `records(config)` as
     the run's metrics.jsonl; returns the list of configs it is called with."""
     def install(records):
         configs = []
@@ -175,9 +174,8 @@ def fake_deployments(monkeypatch):
                 f.writelines(json.dumps(r) + "\n" for r in records(config))
             return {}
 
-        import jaxwm.runtime
-        monkeypatch.setattr(jaxwm.runtime, "deployments", types.SimpleNamespace(run=fake_run),
-                            raising=False)
+        from jaxwm.agents.cascade import train
+        monkeypatch.setattr(train, "run", fake_run)
         return configs
     return install
 
@@ -185,7 +183,7 @@ def fake_deployments(monkeypatch):
 def test_script_reuses_finished_runs_and_runs_the_others(tmp_path, fake_deployments,
                                                          parsed_flags):
     """minigrid grid of 2 methods x 2 seeds on fake runs: one finished run is reused, the other
-    three go through (a fake) `deployments.run`; table, results and figure are written."""
+    three go through (a fake) `train.run`; table, results and figure are written."""
     last = paper.last_deployment(paper.build_config("smoke", "minigrid", "MiniGrid-Empty-5x5-v0",
                                                     "cascade", 0, "all"))
     out = tmp_path / "out"

@@ -1,10 +1,15 @@
 """CASCADE on reward-free deployments (Xu et al. 2022, ALGORITHMS.md Sec. 4) and its baselines.
 
 Presets `<size>_<domain>` (see `get_config`): smoke (seconds, tests), cpu (MiniGrid FourRooms,
-~10 minutes on 2 cores: `make demo`), paper (published defaults: B = 10, E = 10, H = 15 (5 for
-DMC), batch 16 x 50, 100k env steps per deployment (Crafter 50k), 250 world-model steps per 1k env
-steps + 1). Methods from the same config: 'cascade', 'pp2e' (population, lambda = 0), 'p2e'
-(B = 1) and 'random'.
+minutes on 2 cores: `make demo`), paper (published defaults: B = 10, E = 10, H = 15 (5 for DMC),
+batch 16 x 50, 100k env steps per deployment (Crafter 50k), 250 world-model steps per 1k env
+steps + 1, each followed by one explorer update: 25,001 of each per deployment). Methods from
+the same config: 'cascade', 'pp2e' (population, lambda = 0), 'p2e' (B = 1) and 'random'.
+
+Every domain uses the official CASCADE world model and explorer settings: no discount head
+(`model.pred_discount=False`; only the decoder shapes the features, the reward head reads
+stop-gradient features), KL scale 1.0, gamma 0.99, and the explorers' entropy bonus on raw
+rewards by domain (`ENTROPY`).
 """
 import ml_collections
 
@@ -17,6 +22,7 @@ SIZES = ("smoke", "cpu", "paper")
 DOMAINS = ("minigrid", "walker", "atari", "crafter")
 PRESETS = SIZES + tuple(f"{size}_{domain}" for size in SIZES for domain in DOMAINS)
 METHODS = ("cascade", "pp2e", "p2e", "random")
+ENTROPY = {"minigrid": 3e-3, "crafter": 3e-3, "atari": 1e-3, "walker": 1e-4}  # official eta
 DOMAIN_ENVS = {  # default env of each domain (any id `jaxwm.envs.make` accepts can replace it)
     "minigrid": "MiniGrid-FourRooms-v0",
     "walker": "dmc:walker_walk",
@@ -57,16 +63,21 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     model_preset = "paper_dmc" if dmc and size == "paper" else size
     c.model = apply_preset(model_config(), model_preset)
     c.model.reward_grad = False    # reward-free: reward head only for evaluation
+    c.model.pred_discount = False  # no discount head (official CASCADE runs)
+    c.model.kl_scale = 1.0         # official CASCADE runs, every domain
     c.behavior = apply_behavior_preset(behavior_config(), model_preset)
+    c.behavior.discount_head = False
+    c.behavior.discount = 0.99
+    c.behavior.actor_ent = ENTROPY[domain]
     c.disag = disag_config()
-    c.disag.log_reward = False     # keep InfoGain >= 0 so its RMS scale is meaningful
+    c.disag.log_reward = False     # official (DreamerV2 after Sep 2021); InfoGain >= 0
     c.cascade = cascade_config()
     d = c.deploy = ml_collections.ConfigDict()
     d.deployments = 15             # D reward-free deployments after the random deployment 0
     d.steps_per_deployment = 100_000  # env steps per deployment (summed over env slots)
     d.model_ratio = 250            # world-model gradient steps per 1k env steps collected (+1)
     d.model_grad_steps = 10        # gradient steps per jitted call (scanned)
-    d.policy_updates = 1000        # population updates in imagination per deployment
+    d.policy_updates = 1           # population updates per world-model step, interleaved
     d.batch_size = 16              # replay sequences per gradient step
     d.seq_len = 50                 # steps per sequence
     d.eval_deployments = "last"    # deployments after which to run zero-shot eval: 'last',
@@ -79,6 +90,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     if dmc:
         c.env.overrides.action_repeat = 2
         c.behavior.horizon = 5     # CASCADE's DMC explorer horizon
+        c.model.kl_free = 1.0      # DreamerV2 DMC free nats
     if domain == "crafter" and size == "paper":
         d.steps_per_deployment = 50_000  # Crafter: 50k env steps per deployment, 10 envs
     if size == "cpu":
@@ -94,9 +106,9 @@ def _cpu(c: ml_collections.ConfigDict, domain: str) -> None:
     c.env.num_envs = 8
     c.cascade.population = 4
     c.disag.members, c.disag.layers, c.disag.units = 5, 2, 200
-    c.behavior.imag_starts = 256
+    c.behavior.imag_starts = 128   # 0.37 s per model step + population update (minigrid)
     d.deployments, d.steps_per_deployment = 4, 2000
-    d.model_ratio, d.model_grad_steps, d.policy_updates = 50, 10, 60
+    d.model_ratio, d.model_grad_steps = 50, 10
     d.batch_size, d.seq_len = 16, 16
     if domain == "minigrid":
         c.env.overrides.obs, c.env.overrides.max_episode_steps = "vector", 100
@@ -120,7 +132,7 @@ def _smoke(c: ml_collections.ConfigDict, domain: str) -> None:
     c.disag.members, c.disag.layers, c.disag.units = 3, 1, 32
     c.behavior.imag_starts = 32
     d.deployments, d.steps_per_deployment = 2, 64
-    d.model_ratio, d.model_grad_steps, d.policy_updates = 30, 2, 2
+    d.model_ratio, d.model_grad_steps = 30, 2
     d.batch_size, d.seq_len = 4, 8
     c.env.overrides.max_episode_steps = 20
     if domain in ("minigrid", "walker"):

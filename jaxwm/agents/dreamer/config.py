@@ -26,6 +26,7 @@ def model_config() -> ml_collections.ConfigDict:
     c.reward_head = "normal"   # 'normal' (V2) or 'twohot' (V3, symlog bins)
     c.reward_bins = 255        # two-hot bins over [-20, 20] in symlog space
     c.reward_grad = True       # False: reward head on stop-gradient features (reward-free P2E)
+    c.pred_discount = True     # train the discount head into the features (CASCADE: False)
     c.kl_scale = 0.1           # beta (0.1 Atari, 1.0 DMC)
     c.kl_balance = 0.8         # alpha: share of the KL gradient sent to the prior
     c.kl_free = 0.0            # free nats (0 Atari, 1 DMC)

@@ -1,19 +1,28 @@
-"""Reward-free deployments (CASCADE, Xu et al. 2022, Algorithm 1) and their baselines.
+"""CASCADE's agent: reward-free deployments (Xu et al. 2022, Algorithm 1) and its baselines.
 
     deployment 0: uniform random actions
     for d in 1..D:
-        train world model + disagreement ensemble on ALL data (K_d gradient steps)
-        train the B explorers in imagination (world model frozen)       [skipped by 'random']
+        on ALL data, model_ratio / 1000 * steps_per_deployment + 1 times:
+            one world-model + disagreement-ensemble gradient step on a replay batch
+            `policy_updates` population updates in imagination from that batch's posteriors
+                                                                       [skipped by 'random']
         deploy the frozen population: env slot n is driven by member n // (N / B), each member
         collecting an equal share of steps_per_deployment; no parameter update of any kind
     zero-shot evaluation on held-out tasks after chosen deployments (`runtime.zero_shot`)
 
-After every deployment the run logs one record (coverage of distinct agent cells overall, in
-this deployment and per member for grid worlds; episode statistics; losses; zero-shot returns)
-and checkpoints world model, ensemble, population, replay and RNG key, so a killed run resumes
-at the last completed deployment with its replay intact. Each deployment creates its envs with
-seed (seed, d) and fresh episodes, so a resumed run repeats the uninterrupted one exactly.
+Explorer updates are interleaved with world-model steps and continued across deployments, as in
+the official code (one explorer update per model step: 25,001 per 100k-step deployment in
+`paper`). After every deployment the run logs one record (coverage of distinct agent cells
+overall, in this deployment and per member for grid worlds, with per-member diversity: cells
+unique to a member and the Jensen-Shannon divergence between members' visitation; episode
+statistics; losses and each reward term's share of the explorers' returns, averaged over the
+deployment's updates; zero-shot returns) and checkpoints world model, ensemble, population,
+replay and RNG key, so a killed run resumes at the last completed deployment with its replay
+intact. Each deployment creates its envs with seed (seed, d) and fresh episodes, so a resumed
+run repeats the uninterrupted one exactly.
 """
+import collections
+import itertools
 import os
 
 import flax.struct
@@ -26,12 +35,12 @@ from jaxwm import envs
 from jaxwm.agents.cascade.config import METHODS
 from jaxwm.agents.dreamer.agent import initial_carry, observe_step
 from jaxwm.behaviors import actor_critic as ac_lib
-from jaxwm.behaviors.cascade import Cascade, PopulationState
+from jaxwm.behaviors.cascade import Cascade, PopulationState, check_config
 from jaxwm.behaviors.plan2explore import Disagreement, one_step_pairs
 from jaxwm.data import replay
 from jaxwm.envs.tasks import family_for_env
 from jaxwm.models import rssm
-from jaxwm.models.dreamer import WorldModel
+from jaxwm.models.dreamer import WorldModel, image_keys
 from jaxwm.runtime import sharding, zero_shot
 from jaxwm.runtime.checkpoint import Checkpointer
 from jaxwm.runtime.logging import RunLogger, save_config
@@ -58,10 +67,32 @@ def resolve_method(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
         c.population = 1
     if config.method in ("p2e", "pp2e", "random"):
         c.diversity_scale = 0.0
+    check_config(c)
     if config.env.num_envs % c.population:
         raise ValueError(f"env.num_envs={config.env.num_envs} must be a multiple of the "
                          f"population size {c.population} (cascade.population)")
     return c
+
+
+def check_deploy_config(config: ml_collections.ConfigDict) -> None:
+    """ValueError naming the first `deploy.*`, `env.*` or `cascade.*` field out of range (and
+    the allowed range), before any work."""
+    resolve_method(config)
+    d = config.deploy
+    for field, value, low in (("env.num_envs", config.env.num_envs, 1),
+                              ("deploy.deployments", d.deployments, 0),
+                              ("deploy.steps_per_deployment", d.steps_per_deployment, 1),
+                              ("deploy.model_ratio", d.model_ratio, 0),
+                              ("deploy.model_grad_steps", d.model_grad_steps, 1),
+                              ("deploy.policy_updates", d.policy_updates, 1),
+                              ("deploy.batch_size", d.batch_size, 1),
+                              ("deploy.seq_len", d.seq_len, 2),
+                              ("deploy.num_devices", d.num_devices, 1)):
+        if not isinstance(value, int) or value < low:
+            raise ValueError(f"{field}={value!r} must be an int >= {low}")
+    if config.behavior.discount_head and not config.model.pred_discount:
+        raise ValueError("behavior.discount_head=True needs model.pred_discount=True (the "
+                         "explorers would read an untrained discount head)")
 
 
 def eval_deployments(spec: str, deployments: int) -> set:
@@ -86,13 +117,13 @@ class Learner:
         self.config = config
         self.cascade_config = resolve_method(config)
         self.wm = WorldModel(config.model, obs_space, act_space)
+        self.wm_obs_space = obs_space
         self.ac = ac_lib.ActorCritic(config.behavior, ac_lib.feat_size(config.model), act_space)
         c = config.model
         stoch = c.stoch * (c.classes if c.latent == "discrete" else 1)
         self.disag = Disagreement(config.disag, self.ac.feat_size, act_space.size, stoch)
         self.population = Cascade(self.cascade_config, self.ac, self.disag)
-        self.train_model = jax.jit(self._train_model, donate_argnums=0)
-        self.train_population = jax.jit(self._train_population, donate_argnums=0)
+        self.train = jax.jit(self._train, static_argnames="explore", donate_argnums=0)
         self.act = jax.jit(self._act, static_argnames="random")
 
     def init(self, key) -> LearnerState:
@@ -100,38 +131,40 @@ class Learner:
         return LearnerState(wm=self.wm.init_state(k_wm), disag=self.disag.init_state(k_disag),
                             population=self.population.init(k_pop))
 
-    def _train_model(self, state: LearnerState, replay_state, key):
-        """K world-model + ensemble gradient steps on replay batches [K, T, B]."""
+    def _train(self, state: LearnerState, replay_state, key, explore: bool):
+        """K interleaved steps on replay batches [K, T, B]: a world-model + ensemble gradient
+        step, then (explore) `deploy.policy_updates` population updates imagined from that
+        step's posteriors with the just-updated world model. Returns (state, mean metrics)."""
         d = self.config.deploy
         k_batch, k_steps = jax.random.split(key)
         batches = sample_batches(replay_state, k_batch, d.model_grad_steps, d.batch_size,
                                  d.seq_len)
 
-        def step(carry, inputs):
-            wm_state, disag_state = carry
+        def step(state, inputs):
             batch, k = inputs
-            wm_state, metrics, posts = self.wm.train_step(wm_state, batch, k)
+            k_wm, k_pop = jax.random.split(k)
+            wm_state, metrics, posts = self.wm.train_step(state.wm, batch, k_wm)
             pairs = one_step_pairs(posts, self.wm.action_features(batch["action"]),
                                    batch["is_first"])
-            disag_state, disag_metrics = self.disag.train_step(disag_state, *pairs)
-            return (wm_state, disag_state), {**metrics, **disag_metrics}
+            disag_state, disag_metrics = self.disag.train_step(state.disag, *pairs)
+            metrics.update(disag_metrics)
+            population = state.population
+            for i in range(d.policy_updates if explore else 0):
+                k_start, k_update = jax.random.split(jax.random.fold_in(k_pop, i))
+                start = ac_lib.flatten_starts(posts, self.config.behavior.imag_starts, k_start)
+                population, pop_metrics = self.population.update(
+                    population, self.wm, wm_state.params, disag_state.params, start, k_update)
+            if explore:
+                metrics.update(pop_metrics)
+            return LearnerState(wm=wm_state, disag=disag_state, population=population), metrics
 
         keys = jax.random.split(k_steps, d.model_grad_steps)
-        (wm_state, disag_state), metrics = scan_gradient_steps(
-            step, (state.wm, state.disag), (batches, keys))
-        return (state.replace(wm=wm_state, disag=disag_state),
-                jax.tree.map(jnp.mean, metrics))
-
-    def _train_population(self, state: LearnerState, replay_state, key):
-        """One population update from the posteriors of a replay batch (world model frozen)."""
-        d = self.config.deploy
-        k_batch, k_obs, k_start, k_update = jax.random.split(key, 4)
-        batch = replay.sample(replay_state, k_batch, d.batch_size, d.seq_len)
-        posts, _ = self.wm.observe(state.wm.params, batch, k_obs)
-        start = ac_lib.flatten_starts(posts, self.config.behavior.imag_starts, k_start)
-        population, metrics = self.population.update(
-            state.population, self.wm, state.wm.params, state.disag.params, start, k_update)
-        return state.replace(population=population), metrics
+        # A rolled loop unless convolutions need straight-line steps on CPU (`utils`): the
+        # interleaved population updates make a straight-line program slow to compile
+        # (cpu minigrid: 14 s rolled vs ~110 s straight-line, same speed per step).
+        straight_line = None if image_keys(self.wm_obs_space) else False
+        state, metrics = scan_gradient_steps(step, state, (batches, keys), straight_line)
+        return state, jax.tree.map(jnp.mean, metrics)
 
     def _act(self, wm_params, actor_params, carry, obs, key, random: bool):
         """Actions of the frozen population for N env slots; slot n follows member
@@ -148,7 +181,7 @@ class Learner:
 
 class Coverage:
     """Distinct agent cells (grid worlds reporting 'agent_pos'): overall, per deployment and per
-    population member."""
+    population member, with each member's visitation counts for `member_diversity`."""
 
     def __init__(self, members: int, cells=()):
         self.members = members
@@ -156,7 +189,7 @@ class Coverage:
 
     def start_deployment(self):
         self.deployment = set()
-        self.per_member = [set() for _ in range(self.members)]
+        self.visits = [collections.Counter() for _ in range(self.members)]
 
     def observe(self, out: dict):
         if "agent_pos" not in out:
@@ -164,7 +197,7 @@ class Coverage:
         positions = [tuple(p) for p in np.asarray(out["agent_pos"]).tolist()]
         per_slot = len(positions) // self.members
         for n, cell in enumerate(positions):
-            self.per_member[n // per_slot].add(cell)
+            self.visits[n // per_slot][cell] += 1
         self.deployment.update(positions)
         self.total.update(positions)
 
@@ -172,8 +205,41 @@ class Coverage:
         if not self.total:
             return {}
         out = {"coverage": len(self.total), "deployment_coverage": len(self.deployment)}
-        out.update({f"member_coverage/{i}": len(s) for i, s in enumerate(self.per_member)})
+        out.update({f"member_coverage/{i}": len(v) for i, v in enumerate(self.visits)})
+        out.update(member_diversity(self.visits))
         return out
+
+
+def js_divergence(p: np.ndarray, q: np.ndarray) -> float:
+    """Jensen-Shannon divergence (bits, in [0, 1]) of two histograms over the same cells."""
+    p, q = p / p.sum(), q / q.sum()
+    m = 0.5 * (p + q)
+
+    def kl(a):
+        nz = a > 0
+        return float((a[nz] * np.log2(a[nz] / m[nz])).sum())
+    return 0.5 * kl(p) + 0.5 * kl(q)
+
+
+def member_diversity(visits) -> dict:
+    """Diversity of a population's visitation in one deployment, from per-member Counters of
+    cell -> visits: `member_unique_cells/<i>` (cells no other member visited), their mean
+    `member_unique_cells`, and `member_js` = mean pairwise Jensen-Shannon divergence (bits)
+    between the members' visitation histograms (0: identical, 1: disjoint)."""
+    visits = [v for v in visits]
+    if len(visits) < 2 or not all(visits):
+        return {}
+    out = {}
+    for i, v in enumerate(visits):
+        others = set().union(*(set(w) for j, w in enumerate(visits) if j != i))
+        out[f"member_unique_cells/{i}"] = len(set(v) - others)
+    out["member_unique_cells"] = float(np.mean([out[f"member_unique_cells/{i}"]
+                                                for i in range(len(visits))]))
+    cells = sorted(set().union(*visits))
+    hist = [np.array([v[c] for c in cells], np.float64) for v in visits]
+    out["member_js"] = float(np.mean([js_divergence(hist[i], hist[j]) for i, j in
+                                      itertools.combinations(range(len(hist)), 2)]))
+    return out
 
 
 def deploy(learner: Learner, env, wm_params, actor_params, replay_state, steps_per_env: int,
@@ -221,6 +287,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, progress: bool = True,
 
     stop_after: return after this deployment (a time-boxed job; rerun to continue)."""
     d = config.deploy
+    check_deploy_config(config)
     eval_at = eval_deployments(d.eval_deployments, d.deployments)
     make_env = lambda n, seed: envs.make(config.env.name, n, seed,  # noqa: E731
                                          **dict(config.env.overrides))
@@ -271,20 +338,18 @@ def run(config: ml_collections.ConfigDict, workdir: str, progress: bool = True,
     try:
         for dep in range(start, d.deployments + 1):
             key = jax.random.fold_in(state["key"], dep)
-            k_model, k_pop, k_deploy, k_eval = jax.random.split(key, 4)
+            k_model, k_deploy, k_eval = jax.random.split(key, 3)
             record = {"deployment": dep}
             before = _update_counts(state["learner"])
             if dep > 0:
                 model_steps = d.model_ratio * d.steps_per_deployment // 1000 + 1
+                calls = []
                 for i in range(-(-model_steps // d.model_grad_steps)):
-                    state["learner"], metrics = learner.train_model(
-                        state["learner"], state["replay"], jax.random.fold_in(k_model, i))
-                record.update(metrics)
-                if not random_method:
-                    for i in range(d.policy_updates):
-                        state["learner"], metrics = learner.train_population(
-                            state["learner"], state["replay"], jax.random.fold_in(k_pop, i))
-                    record.update(metrics)
+                    state["learner"], metrics = learner.train(
+                        state["learner"], state["replay"], jax.random.fold_in(k_model, i),
+                        explore=not random_method)
+                    calls.append(metrics)
+                record.update(jax.tree.map(lambda *m: np.mean(m), *calls))
             learned = _update_counts(state["learner"])
             env = make_env(config.env.num_envs, config.seed * 1000 + dep)
             coverage.start_deployment()
@@ -309,8 +374,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, progress: bool = True,
             logger.advance(dep + 1)
             if stop_after is not None and dep >= stop_after:
                 return record
-        keys = ("coverage", "deployment_coverage", "model_loss", "info_gain", "pop_diversity",
-                "episode/return")
+        keys = ("coverage", "deployment_coverage", "member_js", "model_loss", "info_gain_raw",
+                "pop_diversity_raw", "popdiv_return_share", "episode/return")
         plot = plot_metrics(workdir, keys, title=f"{config.method} on {config.env.name}",
                             xlabel="deployment")
         logger.write(f"metrics: {logger.metrics_path}\nplot: {plot}\ncheckpoints: "

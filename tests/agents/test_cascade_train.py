@@ -5,7 +5,7 @@ import pytest
 
 from jaxwm.agents.cascade.config import get_config
 from jaxwm.envs import registry
-from jaxwm.runtime import deployments
+from jaxwm.agents.cascade import train as deployments
 from jaxwm.runtime.logging import read_metrics
 
 
@@ -135,3 +135,61 @@ def test_cpu_population_outexplores_random_in_its_last_deployment(tmp_path):
             record = deployments.run(config, str(tmp_path / f"{method}_{seed}"), progress=False)
             cells[method].append(record["deployment_coverage"])
     assert np.mean(cells["cascade"]) > np.mean(cells["random"]) + 20, cells
+
+
+def test_member_diversity_on_a_hand_made_visitation_table():
+    from collections import Counter
+    a, b, c = (0, 0), (0, 1), (1, 1)
+    stats = deployments.member_diversity([Counter({a: 2, b: 2}), Counter({b: 4})])
+    # Unique cells: member 0 has a, member 1 none. JS(p = (1/2, 1/2), q = (0, 1)), m = (1/4, 3/4):
+    # KL(p||m) = 1/2 log2 2 + 1/2 log2 (2/3) = 0.2075187, KL(q||m) = log2 (4/3) = 0.4150375,
+    # JS = (0.2075187 + 0.4150375) / 2 = 0.3112781 bits.
+    assert (stats["member_unique_cells/0"], stats["member_unique_cells/1"]) == (1, 0)
+    assert stats["member_unique_cells"] == 0.5
+    np.testing.assert_allclose(stats["member_js"], 0.3112781, rtol=1e-6)
+    # Disjoint members: JS = 1 bit; identical members: 0; three members: the mean over pairs.
+    disjoint = deployments.member_diversity([Counter({a: 1}), Counter({b: 3})])
+    assert disjoint["member_js"] == 1.0 and disjoint["member_unique_cells"] == 1.0
+    same = deployments.member_diversity([Counter({a: 1, c: 1}), Counter({a: 5, c: 5})])
+    assert same["member_js"] == 0.0 and same["member_unique_cells"] == 0.0
+    three = deployments.member_diversity([Counter({a: 1}), Counter({b: 1}), Counter({a: 1})])
+    np.testing.assert_allclose(three["member_js"], (1.0 + 0.0 + 1.0) / 3)
+    assert deployments.member_diversity([Counter({a: 1})]) == {}
+
+
+def test_coverage_attributes_env_slots_to_members():
+    # 4 env slots, 2 members: slots 0-1 follow member 0, slots 2-3 member 1.
+    coverage = deployments.Coverage(2)
+    coverage.start_deployment()
+    coverage.observe({"agent_pos": np.array([[0, 0], [0, 1], [5, 5], [0, 1]])})
+    coverage.observe({"agent_pos": np.array([[0, 0], [0, 2], [5, 6], [5, 5]])})
+    m = coverage.metrics()
+    assert (m["coverage"], m["member_coverage/0"], m["member_coverage/1"]) == (5, 3, 3)
+    # member 0: {00, 01, 02}, member 1: {55, 01, 56} -> unique 2 and 2.
+    assert (m["member_unique_cells/0"], m["member_unique_cells/1"]) == (2, 2)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("deploy.policy_updates", 0), ("deploy.model_grad_steps", 0), ("deploy.batch_size", -1),
+    ("cascade.population", 0), ("cascade.diversity_placement", "first")])
+def test_bad_values_are_refused_before_any_work(field, value, tmp_path):
+    config = smoke(1)
+    block, name = field.split(".")
+    config[block][name] = value
+    with pytest.raises(ValueError, match=rf"{field}={value!r}"):
+        deployments.run(config, str(tmp_path), progress=False)
+    assert not list(tmp_path.iterdir())        # nothing written
+
+
+def test_official_settings_in_every_domain():
+    for size in ("smoke", "cpu", "paper"):
+        for domain, eta in (("minigrid", 3e-3), ("walker", 1e-4), ("atari", 1e-3),
+                            ("crafter", 3e-3)):
+            c = get_config(f"{size}_{domain}")
+            assert not c.model.pred_discount and not c.behavior.discount_head
+            assert (c.model.kl_scale, c.behavior.discount, c.behavior.actor_ent) == \
+                (1.0, 0.99, eta)
+            assert not c.cascade.normalize and c.cascade.diversity_placement == "final"
+    paper = get_config("paper")
+    model_steps = paper.deploy.model_ratio * paper.deploy.steps_per_deployment // 1000 + 1
+    assert model_steps * paper.deploy.policy_updates == 25_001
