@@ -13,10 +13,19 @@ the probability of improvement of CASCADE over each baseline at the last deploym
   game score `zero_shot/extrinsic` -> zero_shot.png; crafter adds the Crafter score of the
   deployments' episodes per deployment.
 The env is the one of `experiments/configs/cascade.py:<preset>_<domain>` unless --env is given.
+Grid worlds add each method's member diversity at the last deployment (cells unique to a member,
+Jensen-Shannon divergence between members' visitation, PopDiv's share of the explorers'
+returns) and paired per-seed differences CASCADE - baseline with bootstrap CIs.
+
+--sweep runs CASCADE over lambda (--lambdas) x running normalization (--normalize) instead, in
+`<out_dir>_sweep/lam<lambda>_norm<on|off>/seed_<s>`, and reports per cell the coverage IQM, the
+probability of improvement and the paired per-seed difference over lambda = 0 (PP2E) with the
+same normalization, and PopDiv's share of the return.
 
 Writes `table.md`, `results.json` and the figure to --out_dir.
 
-  .venv/bin/python experiments/paper/cascade.py --domain=minigrid --preset=cpu --seeds=3
+  .venv/bin/python experiments/paper/cascade.py --domain=minigrid --preset=cpu --seeds=5 --jobs=2
+  .venv/bin/python experiments/paper/cascade.py --sweep --seeds=5 --jobs=2
   .venv/bin/python experiments/paper/cascade.py --domain=walker --return_scale=1000
 
 Finished runs are reused and killed ones resume from their checkpoints (--skip_existing, the
@@ -25,6 +34,7 @@ default); --noskip_existing deletes each run's workdir and reruns it.
 import functools
 import importlib.util
 import json
+import multiprocessing
 import os
 import shutil
 import time
@@ -50,6 +60,8 @@ METHODS = ("cascade", "pp2e", "p2e", "random")
 NAMES = {"cascade": "CASCADE", "pp2e": "PP2E", "p2e": "P2E", "random": "Random"}
 CASCADE = "cascade"
 ZERO_SHOT = "zero_shot/"
+DIVERSITY_KEYS = ("deployment_coverage", "member_unique_cells", "member_js",
+                  "popdiv_return_share", "popdiv_advantage_share")
 TASK_MEAN = "zero_shot/mean"       # per-record mean over the evaluated tasks
 ALL_TASKS = "zero_shot/all_tasks"  # name of the pooled (runs x tasks) aggregate
 
@@ -310,6 +322,61 @@ def improvement_lines(agg: Mapping, what: str) -> str:
         for m, p in imp["over"].items())
 
 
+def paired_difference(x: Mapping, y: Mapping, reps: int = 2000, seed: int = 0) -> dict:
+    """Per-seed paired differences x[s] - y[s] over the seeds in both ({seed: value} each):
+    their mean with a 95% percentile-bootstrap CI over seeds, and how many seeds x wins."""
+    seeds = sorted(set(x) & set(y))
+    if not seeds:
+        raise ValueError("no seed in common")
+    diff = np.array([x[s] - y[s] for s in seeds], np.float64)
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), (reps, len(diff)))].mean(1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {"mean": float(diff.mean()), "ci_low": float(low), "ci_high": float(high),
+            "wins": int((diff > 0).sum()), "seeds": len(seeds)}
+
+
+def last_values(records_by_seed: Mapping, key: str) -> dict:
+    """{seed: value of `key` at the run's last deployment that has it}."""
+    out = {}
+    for seed, records in records_by_seed.items():
+        table = by_deployment(records, key)
+        if table:
+            out[seed] = table[max(table)]
+    return out
+
+
+def difference_lines(records: Mapping, key: str, ref: str, reps: int, what: str) -> str:
+    """Markdown bullets: paired per-seed differences of every other method/cell minus `ref`."""
+    lines = []
+    for m in records:
+        if m == ref:
+            continue
+        d = paired_difference(last_values(records[m], key), last_values(records[ref], key),
+                              reps)
+        lines.append(f"- {_name(m)} - {_name(ref)} in {what}: {d['mean']:+.1f} "
+                     f"[{d['ci_low']:+.1f}, {d['ci_high']:+.1f}], higher in {d['wins']} of "
+                     f"{d['seeds']} seeds")
+    return "\n".join(lines)
+
+
+def diversity_table(records: Mapping) -> str:
+    """Markdown: per method, the mean over seeds (min-max) of `DIVERSITY_KEYS` at the last
+    deployment; '-' where a method does not log the key (e.g. one explorer)."""
+    keys = [k for k in DIVERSITY_KEYS if any(last_values(seeds, k) for seeds in
+                                             records.values())]
+    lines = ["| method | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for m, seeds in records.items():
+        cells = []
+        for k in keys:
+            v = np.array(list(last_values(seeds, k).values()))
+            digits = 2 if k.startswith(("member_js", "popdiv")) else 1
+            cells.append(f"{v.mean():.{digits}f} ({v.min():.{digits}f}-{v.max():.{digits}f})"
+                         if v.size else "-")
+        lines.append(f"| {_name(m)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def plot_curves(aggs: Mapping, keys: Sequence[str], path: str, ylabel: str, title: str) -> None:
     """One panel per key: IQM across deployments per method with its 95% CI band."""
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.6), squeeze=False)
@@ -352,6 +419,13 @@ def define_flags() -> None:
         "return_scale", 1.0, "Zero-shot returns are divided by this (1: raw; 1000 normalizes "
         "full-length DMC episodes as in the paper).")
     flags.DEFINE_integer("reps", 2000, "Bootstrap resamples per confidence interval.")
+    flags.DEFINE_integer("jobs", 1, "Runs in parallel processes (2 on a 2-core CPU: 1.2x the "
+                         "throughput of 1).")
+    flags.DEFINE_bool("sweep", False, "Sweep CASCADE's lambda x normalization instead of the "
+                      "method grid.")
+    flags.DEFINE_list("lambdas", ["0", "0.1", "0.3", "0.5", "0.9"], "--sweep: lambda values "
+                      "(cascade.diversity_scale); 0 is PP2E.")
+    flags.DEFINE_list("normalize", ["off", "on"], "--sweep: cascade.normalize values.")
 
 
 @functools.cache
@@ -366,11 +440,13 @@ def load_config_module():
 
 
 def build_config(preset: str, domain: str, env: str, method: str, seed: int,
-                 eval_deployments: str):
+                 eval_deployments: str, cascade: Mapping | None = None):
     """The deployment config of one run: `get_config('<preset>_<domain>')` of
-    experiments/configs/cascade.py with the method, seed and (if not '') env set."""
+    experiments/configs/cascade.py with the method, seed, `cascade.*` overrides and (if not
+    '') env set."""
     config = load_config_module().get_config(f"{preset}_{domain}")
     config.method, config.seed = method, seed
+    config.cascade.update(dict(cascade or {}))
     if env:
         config.env.name = env
     if DOMAINS[domain] == "zero_shot" and eval_deployments:
@@ -378,32 +454,99 @@ def build_config(preset: str, domain: str, env: str, method: str, seed: int,
     return config
 
 
+def sweep_cell(lam: float, normalize: bool) -> str:
+    return f"lam{lam:g}_norm{'on' if normalize else 'off'}"
+
+
+def _run_one(config_dict: dict, workdir: str) -> None:
+    """One deployment run (a worker process of --jobs > 1 rebuilds the config here)."""
+    import ml_collections
+    from absl import logging as absl_logging
+    from jaxwm.agents.cascade import train
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    train.run(ml_collections.ConfigDict(config_dict), workdir, progress=False)
+
+
 def run_grid(out_dir: str, env: str) -> dict:
-    """Runs (or reuses) every (method, seed) on `env` ('' = the preset's); returns
-    {method: {seed: records}}."""
-    grid = [(m, s) for m in FLAGS.methods for s in range(FLAGS.seeds)]
-    records = {m: {} for m in FLAGS.methods}
-    start = time.time()
-    for i, (method, seed) in enumerate(grid):
+    """Runs (or reuses) every (method or sweep cell, seed) on `env` ('' = the preset's), in
+    --jobs processes; returns {method or cell: {seed: records}}."""
+    if FLAGS.sweep:
+        cells = {sweep_cell(float(lam), norm == "on"): dict(
+            diversity_scale=float(lam), normalize=norm == "on")
+            for norm in FLAGS.normalize for lam in FLAGS.lambdas}
+        grid = [(cell, "cascade", overrides, s) for cell, overrides in cells.items()
+                for s in range(FLAGS.seeds)]
+    else:
+        grid = [(m, m, {}, s) for m in FLAGS.methods for s in range(FLAGS.seeds)]
+    todo, start = [], time.time()
+    for i, (name, method, overrides, seed) in enumerate(grid):
         config = build_config(FLAGS.preset, FLAGS.domain, env, method, seed,
-                              FLAGS.eval_deployments)
-        workdir = os.path.join(out_dir, method, f"seed_{seed}")
-        last = last_deployment(config)
-        tag = f"[{i + 1}/{len(grid)} {time.time() - start:7.0f}s] {method} seed {seed}"
-        if FLAGS.skip_existing and is_finished(read_records(workdir), last):
+                              FLAGS.eval_deployments, overrides)
+        workdir = os.path.join(out_dir, name, f"seed_{seed}")
+        tag = f"[{i + 1}/{len(grid)}] {name} seed {seed}"
+        if FLAGS.skip_existing and is_finished(read_records(workdir), last_deployment(config)):
             print(f"{tag}: finished run reused ({workdir})", flush=True)
-        else:
-            if not FLAGS.skip_existing and os.path.isdir(workdir):
-                print(f"{tag}: removing {workdir} to rerun from scratch", flush=True)
-                shutil.rmtree(workdir)
+            continue
+        if not FLAGS.skip_existing and os.path.isdir(workdir):
+            print(f"{tag}: removing {workdir} to rerun from scratch", flush=True)
+            shutil.rmtree(workdir)
+        todo.append((tag, config, workdir))
+    if FLAGS.jobs > 1 and len(todo) > 1:
+        context = multiprocessing.get_context("spawn")   # JAX is not fork-safe
+        with context.Pool(FLAGS.jobs, maxtasksperchild=1) as pool:
+            pending = [(tag, pool.apply_async(_run_one, (config.to_dict(), workdir)))
+                       for tag, config, workdir in todo]
+            for tag, result in pending:
+                result.get()
+                print(f"{tag}: done at {time.time() - start:.0f}s", flush=True)
+    else:
+        from jaxwm.agents.cascade import train    # heavy: only when a run is needed
+        for tag, config, workdir in todo:
             print(f"{tag}: running in {workdir}", flush=True)
-            from jaxwm.agents.cascade import train as deployments  # heavy: only when needed
-            deployments.run(config, workdir)
-        records[method][seed] = read_records(workdir)
-        if not is_finished(records[method][seed], last):
+            train.run(config, workdir)
+    records = {}
+    for name, method, overrides, seed in grid:
+        workdir = os.path.join(out_dir, name, f"seed_{seed}")
+        records.setdefault(name, {})[seed] = read_records(workdir)
+        last = last_deployment(build_config(FLAGS.preset, FLAGS.domain, env, method, seed, ""))
+        if not is_finished(records[name][seed], last):
             raise RuntimeError(f"{workdir}/metrics.jsonl has no record of the last deployment "
                                f"{last}")
     return records
+
+
+def sweep_report(records: Mapping, reps: int) -> tuple:
+    """Markdown table of a lambda x normalization sweep and its aggregates: per cell the
+    cumulative and last-deployment coverage IQMs, PopDiv's share of the return and member
+    diversity, and against lambda = 0 with the same normalization the probability of
+    improvement and the paired per-seed difference in cumulative coverage."""
+    lines = ["| lambda | normalize | cumulative cells | cells in last deployment | "
+             "PopDiv share of return | member JS | P(> lambda 0) | paired diff vs lambda 0 |",
+             "|---" * 8 + "|"]
+    aggs = {}
+    for cell, seeds in records.items():
+        lam, norm = cell.removeprefix("lam").split("_norm")
+        ref = sweep_cell(0.0, norm == "on")
+        pair = {cell: seeds, ref: records[ref]} if ref in records and ref != cell else \
+            {cell: seeds}
+        agg = aggs[cell] = aggregate(pair, "coverage", baseline=cell, reps=reps)
+        within = aggregate({cell: seeds}, "deployment_coverage", reps=reps)
+        means = {k: np.mean(list(last_values(seeds, k).values()) or [np.nan])
+                 for k in ("popdiv_return_share", "member_js")}
+        if len(pair) == 2:
+            p = agg["improvement"]["over"][ref]
+            d = paired_difference(last_values(seeds, "coverage"),
+                                  last_values(records[ref], "coverage"), reps)
+            versus = (f"{p['probability']:.2f} [{p['ci_low']:.2f}, {p['ci_high']:.2f}] | "
+                      f"{d['mean']:+.1f} [{d['ci_low']:+.1f}, {d['ci_high']:+.1f}] "
+                      f"({d['wins']}/{d['seeds']})")
+        else:
+            versus = "- | -"
+        lines.append(f"| {lam} | {norm} | {_cell(agg['methods'][cell], -1, 1)} | "
+                     f"{_cell(within['methods'][cell], -1, 1)} | "
+                     f"{means['popdiv_return_share']:.2f} | {means['member_js']:.2f} | "
+                     f"{versus} |")
+    return "\n".join(lines), aggs
 
 
 def main(argv):
@@ -419,7 +562,10 @@ def main(argv):
     domain = FLAGS.domain
     kind = DOMAINS[domain]
     env = build_config(FLAGS.preset, domain, FLAGS.env, "cascade", 0, "").env.name
-    out_dir = FLAGS.out_dir or os.path.join("runs", "paper", f"cascade_{domain}")
+    out_dir = FLAGS.out_dir or os.path.join(
+        "runs", "paper", f"cascade_{domain}" + ("_sweep" if FLAGS.sweep else ""))
+    if FLAGS.sweep and kind != "coverage":
+        raise ValueError(f"--sweep needs a coverage domain (minigrid), not --domain={domain}")
     os.makedirs(out_dir, exist_ok=True)
     records = run_grid(out_dir, env)
     reps = FLAGS.reps
@@ -427,7 +573,16 @@ def main(argv):
     header = (f"# CASCADE on {env} ({FLAGS.preset} preset): IQM over {FLAGS.seeds} "
               f"seed{'s' if FLAGS.seeds != 1 else ''} "
               f"[95% stratified bootstrap CI, {reps} resamples, {bootstrap}]\n")
-    if kind == "coverage":
+    if FLAGS.sweep:
+        table, aggs = sweep_report(records, reps)
+        text = (f"{header}\n## lambda x normalization sweep, at the last deployment\n\n"
+                f"{table}\n\nP(> lambda 0) and the paired difference (mean [95% CI] (seeds "
+                f"higher / seeds)) compare cumulative cells with lambda = 0 (PP2E) at the "
+                f"same normalization.\n")
+        figure = os.path.join(out_dir, "coverage.png")
+        plot_curves({"coverage": aggregate(records, "coverage", reps=reps)}, ["coverage"],
+                    figure, "distinct cells (IQM, 95% CI)", env)
+    elif kind == "coverage":
         keys = ["coverage"] + (["deployment_coverage"] if common_deployments(
             records, "deployment_coverage") else [])
         aggs = {k: aggregate(records, k, reps=reps) for k in keys}
@@ -437,7 +592,19 @@ def main(argv):
             text += (f"## Distinct cells visited within each deployment\n\n"
                      f"{deployment_table(aggs['deployment_coverage'])}\n\n")
         text += (f"## Probability of improvement\n\n"
-                 f"{improvement_lines(aggs['coverage'], 'coverage')}\n")
+                 f"{improvement_lines(aggs['coverage'], 'coverage')}\n\n"
+                 f"## Member diversity at the last deployment (mean over seeds, min-max)\n\n"
+                 f"{diversity_table(records)}\n")
+        if CASCADE in records:
+            text += (f"\n## Paired per-seed differences at the last deployment (mean [95% "
+                     f"bootstrap CI])\n\n"
+                     + "\n".join(difference_lines({CASCADE: records[CASCADE], m: seeds},
+                                                   k, m, reps, what)
+                                  for m, seeds in records.items() if m != CASCADE
+                                  for k, what in (("coverage", "cumulative cells"),
+                                                  ("deployment_coverage",
+                                                   "cells in the last deployment")))
+                     + "\n")
         figure = os.path.join(out_dir, "coverage.png")
         plot_curves(aggs, keys, figure, "distinct cells (IQM, 95% CI)", env)
     else:

@@ -186,7 +186,8 @@ def test_official_settings_in_every_domain():
         for domain, eta in (("minigrid", 3e-3), ("walker", 1e-4), ("atari", 1e-3),
                             ("crafter", 3e-3)):
             c = get_config(f"{size}_{domain}")
-            assert not c.model.pred_discount and not c.behavior.discount_head
+            assert not (c.model.pred_discount or c.behavior.discount_head
+                        or c.zero_shot.behavior.discount_head)
             assert (c.model.kl_scale, c.behavior.discount, c.behavior.actor_ent) == \
                 (1.0, 0.99, eta)
             assert not c.cascade.normalize and c.cascade.diversity_placement == "final"

@@ -153,7 +153,8 @@ def parsed_flags():
     if "preset" not in flags.FLAGS:
         paper.define_flags()
     names = ("preset", "domain", "env", "methods", "seeds", "out_dir", "skip_existing",
-             "eval_deployments", "return_scale", "reps")
+             "eval_deployments", "return_scale", "reps", "jobs", "sweep", "lambdas",
+             "normalize")
     saved = {name: flags.FLAGS[name].value for name in names}
     yield flags.FLAGS
     for name, value in saved.items():
@@ -214,7 +215,9 @@ def test_script_reuses_finished_runs_and_runs_the_others(tmp_path, fake_deployme
                                [2 * d + 3.5 for d in range(last + 1)])
     assert agg["improvement"]["over"]["random"]["probability"] == 1.0
     assert results["aggregates"]["deployment_coverage"]["deployments"] == agg["deployments"]
-    assert "| CASCADE (n=2) |" in (out / "table.md").read_text()
+    table = (out / "table.md").read_text()
+    assert "| CASCADE (n=2) |" in table and "## Member diversity" in table
+    assert "- CASCADE - Random in cumulative cells:" in table and "in 2 of 2 seeds" in table
     assert (out / "coverage.png").stat().st_size > 0
     # A second invocation reuses all four runs.
     configs.clear()
@@ -278,3 +281,40 @@ def test_script_crafter_scores(tmp_path, fake_deployments, parsed_flags):
                                [0 + 1.5, 1 + 1.5, 2 + 1.5])
     np.testing.assert_allclose(aggs["zero_shot/extrinsic"]["methods"]["random"]["iqm"], [10.5])
     assert "Crafter score" in (out / "table.md").read_text()
+
+
+def test_paired_difference_hand_worked():
+    # Seeds 0-2 in both: differences 2, 4, 6 -> mean 4, x higher in all 3; every bootstrap
+    # mean of three of {2, 4, 6} lies in [2, 6]. Seed 3 (y only) is left out.
+    d = paper.paired_difference({0: 3.0, 1: 5.0, 2: 7.0}, {0: 1.0, 1: 1.0, 2: 1.0, 3: 9.0},
+                                reps=500)
+    assert (d["mean"], d["wins"], d["seeds"]) == (4.0, 3, 3)
+    assert 2.0 <= d["ci_low"] <= 4.0 <= d["ci_high"] <= 6.0
+    assert paper.paired_difference({0: 1.0}, {0: 1.0})["wins"] == 0
+    with pytest.raises(ValueError, match="no seed in common"):
+        paper.paired_difference({0: 1.0}, {1: 1.0})
+
+
+def test_script_sweep_on_fake_runs(tmp_path, fake_deployments, parsed_flags):
+    """--sweep over lambda {0, 0.5} without normalization, 2 seeds: coverage 2 d + 10 lambda +
+    seed, so lambda 0.5 beats lambda 0 by exactly 5 cells in both seeds."""
+    last = paper.last_deployment(paper.build_config("smoke", "minigrid", "", "cascade", 0, ""))
+
+    def records(config):
+        lam = config.cascade.diversity_scale
+        return [dict(r, deployment_coverage=1.0, popdiv_return_share=lam, member_js=0.5)
+                for r in run({d: 2 * d + 10 * lam + config.seed for d in range(last + 1)})]
+
+    configs = fake_deployments(records)
+    out = tmp_path / "sweep"
+    parsed_flags(["prog", "--preset=smoke", "--sweep", "--lambdas=0,0.5", "--normalize=off",
+                  "--seeds=2", f"--out_dir={out}", "--reps=50"])
+    paper.main([])
+    assert sorted((c.method, c.cascade.diversity_scale, c.cascade.normalize, c.seed)
+                  for c in configs) == [("cascade", lam, False, s) for lam in (0.0, 0.5)
+                                        for s in (0, 1)]
+    assert (out / "lam0.5_normoff" / "seed_1" / "metrics.jsonl").exists()
+    table = (out / "table.md").read_text()
+    assert "| 0.5 | off |" in table and "| 0.50 | 0.50 | 1.00 [1.00, 1.00] | +5.0 [+5.0, +5.0] " \
+        "(2/2) |" in table, table
+    assert "| 0 | off |" in table and "| - | - |" in table

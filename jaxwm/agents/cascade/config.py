@@ -87,6 +87,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c.zero_shot = zero_shot_config(size)
     if not dmc and size == "paper":  # Atari-style task actor-critics for game scores
         c.zero_shot.behavior = apply_behavior_preset(behavior_config(), "paper")
+    c.zero_shot.behavior.discount_head = False   # the model has no discount head
     if dmc:
         c.env.overrides.action_repeat = 2
         c.behavior.horizon = 5     # CASCADE's DMC explorer horizon
@@ -115,6 +116,7 @@ def _cpu(c: ml_collections.ConfigDict, domain: str) -> None:
         c.behavior.horizon = 15
     elif domain == "walker":
         c.env.overrides.obs = "vector"
+        c.zero_shot.episodes = 5       # per task
         d.steps_per_deployment = 4000  # one 500-step episode per env slot (action repeat 2)
     elif domain == "atari":
         c.env.name = "Freeway-v5"      # dense enough for a zero-shot score on this budget

@@ -90,9 +90,11 @@ def check_deploy_config(config: ml_collections.ConfigDict) -> None:
                               ("deploy.num_devices", d.num_devices, 1)):
         if not isinstance(value, int) or value < low:
             raise ValueError(f"{field}={value!r} must be an int >= {low}")
-    if config.behavior.discount_head and not config.model.pred_discount:
-        raise ValueError("behavior.discount_head=True needs model.pred_discount=True (the "
-                         "explorers would read an untrained discount head)")
+    for block in ("behavior", "zero_shot.behavior"):
+        head = config.behavior if block == "behavior" else config.zero_shot.behavior
+        if head.discount_head and not config.model.pred_discount:
+            raise ValueError(f"{block}.discount_head=True needs model.pred_discount=True (it "
+                             "would read an untrained discount head)")
 
 
 def eval_deployments(spec: str, deployments: int) -> set:
