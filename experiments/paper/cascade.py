@@ -593,11 +593,11 @@ def main(argv):
                      f"{deployment_table(aggs['deployment_coverage'])}\n\n")
         text += (f"## Probability of improvement\n\n"
                  f"{improvement_lines(aggs['coverage'], 'coverage')}\n\n"
-                 f"## Member diversity at the last deployment (mean over seeds, min-max)\n\n"
+                 "## Member diversity at the last deployment (mean over seeds, min-max)\n\n"
                  f"{diversity_table(records)}\n")
         if CASCADE in records:
-            text += (f"\n## Paired per-seed differences at the last deployment (mean [95% "
-                     f"bootstrap CI])\n\n"
+            text += ("\n## Paired per-seed differences at the last deployment (mean [95% "
+                     "bootstrap CI])\n\n"
                      + "\n".join(difference_lines({CASCADE: records[CASCADE], m: seeds},
                                                    k, m, reps, what)
                                   for m, seeds in records.items() if m != CASCADE

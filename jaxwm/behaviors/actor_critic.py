@@ -44,6 +44,7 @@ from jax.scipy.special import ndtr, ndtri
 from jaxwm import distributions as dists
 from jaxwm import returns as rets
 from jaxwm.models import rssm
+from jaxwm.models.dreamer import PRESETS
 from jaxwm.nn import MLP
 from jaxwm.types import TrainState, adam
 
@@ -52,6 +53,61 @@ sg = jax.lax.stop_gradient
 ACTOR_DISTS = ("auto", "onehot", "trunc_normal", "normal")
 ACTOR_GRADS = ("auto", "reinforce", "dynamics", "mix")
 RETURN_NORMS = ("none", "percentile")
+
+
+# --- configuration ---------------------------------------------------------------------------
+
+def behavior_config() -> ml_collections.ConfigDict:
+    """DreamerV2 Atari actor-critic (the `paper` values; `paper_dmc` switches to DMC's)."""
+    c = ml_collections.ConfigDict()
+    c.horizon = 15             # imagination horizon H
+    c.discount = 0.999         # gamma (0.999 Atari, 0.99 DMC)
+    c.return_lambda = 0.95     # lambda of the lambda-returns
+    c.discount_head = True     # weight by the model's predicted continue prob (V2 DMC: off)
+    c.actor_layers = 4         # actor MLP depth
+    c.actor_units = 400        # actor MLP width
+    c.critic_layers = 4        # critic MLP depth
+    c.critic_units = 400       # critic MLP width
+    c.act = "elu"              # activation of actor and critic
+    c.actor_dist = "auto"      # 'auto' (onehot / trunc_normal), 'onehot', 'trunc_normal', 'normal'
+    c.actor_min_std = 0.1      # lower bound of the continuous actor's std
+    c.actor_max_std = 1.0      # upper bound of the std ('normal' only, DreamerV3)
+    c.actor_unimix = 0.0       # uniform mix of the discrete actor's probs (V3: 0.01)
+    c.actor_grad = "auto"      # 'auto' (reinforce if discrete else dynamics), 'reinforce',
+    #                            'dynamics' or 'mix' (rho = actor_grad_mix)
+    c.actor_grad_mix = 0.1     # rho: weight of REINFORCE when actor_grad == 'mix'
+    c.actor_ent = 1e-3         # entropy bonus eta (1e-3 Atari, 1e-4 DMC)
+    c.actor_lr = 4e-5          # actor Adam learning rate (4e-5 Atari, 8e-5 DMC)
+    c.critic_lr = 1e-4         # critic Adam learning rate (1e-4 Atari, 8e-5 DMC)
+    c.opt_eps = 1e-5           # Adam epsilon
+    c.clip = 100.0             # global-norm gradient clip
+    c.weight_decay = 1e-6      # decoupled weight decay
+    c.slow_target = True       # bootstrap from a slow copy of the critic
+    c.slow_target_update = 100  # updates between slow-critic refreshes
+    c.slow_target_fraction = 1.0  # mixing fraction of each refresh (1: copy)
+    c.return_norm = "none"     # 'none' (V2) or 'percentile' (V3: S = max(1, P95 - P5))
+    c.return_norm_decay = 0.99  # EMA decay of the return percentiles
+    c.imag_starts = 0          # start states per update drawn from the batch (0: all T * B)
+    return c
+
+
+def apply_behavior_preset(c: ml_collections.ConfigDict, preset: str) -> ml_collections.ConfigDict:
+    """Shrink/adapt a behavior config for a preset; returns c."""
+    if preset not in PRESETS:
+        raise ValueError(f"preset={preset!r} is not one of {PRESETS}")
+    if preset in ("paper_dmc", "cpu", "smoke"):
+        c.discount, c.actor_ent, c.actor_lr, c.critic_lr = 0.99, 1e-4, 8e-5, 8e-5
+    if preset == "cpu":
+        c.actor_layers, c.actor_units, c.critic_layers, c.critic_units = 2, 200, 2, 200
+        c.actor_lr, c.critic_lr = 3e-4, 3e-4
+        c.imag_starts = 256
+    elif preset == "paper_dmc":
+        c.discount_head = False    # V2 DMC: pred_discount False (no terminations)
+    elif preset == "smoke":
+        c.horizon = 5
+        c.actor_layers, c.actor_units, c.critic_layers, c.critic_units = 1, 32, 1, 32
+        c.actor_lr, c.critic_lr = 1e-3, 1e-3
+    return c
 
 
 # --- state pytrees ---------------------------------------------------------------------------

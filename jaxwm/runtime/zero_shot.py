@@ -19,8 +19,6 @@ import ml_collections
 import numpy as np
 
 from jaxwm import ensemble
-from jaxwm.agents.dreamer.agent import initial_carry, observe_step
-from jaxwm.agents.dreamer.config import apply_behavior_preset, behavior_config
 from jaxwm.behaviors import actor_critic as ac_lib
 from jaxwm.data import replay
 from jaxwm.models import rssm
@@ -46,18 +44,19 @@ def zero_shot_config(preset: str = "paper") -> ml_collections.ConfigDict:
     c.reward_units = 400       # reward head MLP width
     c.reward_lr = 3e-4         # reward head Adam learning rate
     c.episodes = 10            # evaluation episodes per task
-    c.behavior = apply_behavior_preset(behavior_config(), "paper_dmc")  # task actor-critics
+    # task actor-critics
+    c.behavior = ac_lib.apply_behavior_preset(ac_lib.behavior_config(), "paper_dmc")
     if preset == "cpu":
         c.reward_steps, c.behavior_steps, c.grad_steps = 500, 300, 10
         c.batch_size, c.seq_len, c.reward_layers, c.reward_units = 16, 32, 2, 200
         c.episodes = 1
-        c.behavior = apply_behavior_preset(behavior_config(), "cpu")
+        c.behavior = ac_lib.apply_behavior_preset(ac_lib.behavior_config(), "cpu")
         c.behavior.imag_starts = 128
     elif preset == "smoke":
         c.reward_steps, c.behavior_steps, c.grad_steps = 2, 2, 1
         c.batch_size, c.seq_len, c.reward_layers, c.reward_units = 4, 8, 1, 32
         c.episodes = 1
-        c.behavior = apply_behavior_preset(behavior_config(), "smoke")
+        c.behavior = ac_lib.apply_behavior_preset(ac_lib.behavior_config(), "smoke")
     elif preset != "paper":
         raise ValueError(f"preset={preset!r} is not one of ('smoke', 'cpu', 'paper')")
     return c
@@ -149,7 +148,7 @@ class ZeroShot:
         @jax.jit
         def act(carry, obs, key):
             k_obs, k_act = jax.random.split(key)
-            post = observe_step(self.wm, wm_params, carry, obs, k_obs)
+            post = self.wm.observe_step(wm_params, carry, obs, k_obs)
             action = self.ac.act_in_blocks(state.ac.actor.params, rssm.features(post), k_act,
                                            sample=False)
             return action, {"state": post, "action": self.wm.action_features(action)}
@@ -201,7 +200,7 @@ def evaluate(config: ml_collections.ConfigDict, wm, wm_params, replay_state, fam
     env = env_fn(len(tasks) * config.episodes)
     try:
         act = zs.policy(state, wm_params)
-        res = run_episodes(env, act, initial_carry(wm, env.num_envs), k_eval, family)
+        res = run_episodes(env, act, wm.initial_carry(env.num_envs), k_eval, family)
     finally:
         env.close()
     for i, task in enumerate(tasks):

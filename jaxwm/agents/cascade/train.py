@@ -33,7 +33,6 @@ import numpy as np
 
 from jaxwm import envs
 from jaxwm.agents.cascade.config import METHODS
-from jaxwm.agents.dreamer.agent import initial_carry, observe_step
 from jaxwm.behaviors import actor_critic as ac_lib
 from jaxwm.behaviors.cascade import Cascade, PopulationState, check_config
 from jaxwm.behaviors.plan2explore import Disagreement, one_step_pairs
@@ -172,7 +171,7 @@ class Learner:
         """Actions of the frozen population for N env slots; slot n follows member
         n // (N / B). Returns (action [N] or [N, A], carry)."""
         k_obs, k_act = jax.random.split(key)
-        post = observe_step(self.wm, wm_params, carry, obs, k_obs)
+        post = self.wm.observe_step(wm_params, carry, obs, k_obs)
         num = obs["is_first"].shape[0]
         if random:
             action = random_action(self.wm.act_space, num, k_act)
@@ -250,7 +249,7 @@ def deploy(learner: Learner, env, wm_params, actor_params, replay_state, steps_p
     state and episode statistics. Nothing here updates any parameter."""
     add = jax.jit(replay.add, donate_argnums=0)
     spec_keys = replay_state.data.keys()
-    carry = initial_carry(learner.wm, env.num_envs)
+    carry = learner.wm.initial_carry(env.num_envs)
     out = env.reset()
     episodes, achieved = EpisodeStats(env.num_envs), []
     for t in range(steps_per_env):

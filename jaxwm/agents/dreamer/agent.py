@@ -27,23 +27,6 @@ class DreamerState:
     step: jax.Array                    # int32 [] gradient steps
 
 
-def observe_step(wm: WorldModel, wm_params, carry: dict, obs: dict, key) -> dict:
-    """One filtering step for acting: posterior of o_t given the previous posterior and action.
-
-    carry: {'state': RSSM state [N], 'action': action features [N, A]} (zeroed where
-    obs['is_first']); obs: observation keys [N, ...] and 'is_first' [N]. Returns the posterior [N].
-    """
-    embed = wm.encode(wm_params, {k: obs[k] for k, _ in wm.obs_shapes})
-    post, _ = rssm.filter_step(wm.cell, wm.cell_params(wm_params), carry["state"],
-                               carry["action"], embed, obs["is_first"], key)
-    return post
-
-
-def initial_carry(wm: WorldModel, num_envs: int) -> dict:
-    return {"state": wm.initial_state((num_envs,)),
-            "action": jnp.zeros((num_envs, wm.act_space.size))}
-
-
 def policy_step(wm: WorldModel, ac: ac_lib.ActorCritic, wm_params, actor_params, carry, obs,
                 key, mode):
     """Filter o_t and pick a_t. mode: int32 [] (traced, so one compile serves all modes) or a
@@ -54,7 +37,7 @@ def policy_step(wm: WorldModel, ac: ac_lib.ActorCritic, wm_params, actor_params,
             raise ValueError(f"mode={mode!r} is not one of {MODES}")
         mode = MODES.index(mode)
     k_obs, k_sample, k_random = jax.random.split(key, 3)
-    post = observe_step(wm, wm_params, carry, obs, k_obs)
+    post = wm.observe_step(wm_params, carry, obs, k_obs)
     feat = rssm.features(post)
     sampled = ac.act(actor_params, feat, k_sample, sample=True)
     greedy = ac.act(actor_params, feat, k_sample, sample=False)
@@ -77,7 +60,7 @@ class Dreamer:
                             step=jnp.zeros((), jnp.int32))
 
     def initial_carry(self, num_envs: int) -> dict:
-        return initial_carry(self.wm, num_envs)
+        return self.wm.initial_carry(num_envs)
 
     def act(self, state: DreamerState, carry, obs, key, mode=0):
         return policy_step(self.wm, self.ac, state.wm.params, state.ac.actor.params, carry, obs,

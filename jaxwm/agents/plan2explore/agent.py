@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jaxwm.agents.dreamer.agent import initial_carry, policy_step
+from jaxwm.agents.dreamer.agent import policy_step
 from jaxwm.behaviors import actor_critic as ac_lib
 from jaxwm.behaviors import plan2explore as p2e
 from jaxwm.models.dreamer import WorldModel
@@ -52,7 +52,7 @@ class Plan2Explore:
                         expl=self.ac.init(k_ac), step=jnp.zeros((), jnp.int32))
 
     def initial_carry(self, num_envs: int) -> dict:
-        return initial_carry(self.wm, num_envs)
+        return self.wm.initial_carry(num_envs)
 
     def act(self, state: P2EState, carry, obs, key, mode=0):
         return policy_step(self.wm, self.ac, state.wm.params, state.expl.actor.params, carry,
