@@ -11,6 +11,7 @@ from typing import Mapping
 
 import jax
 import ml_collections
+from absl import logging as absl_logging
 import numpy as np
 import tqdm
 
@@ -56,14 +57,20 @@ class RunLogger:
     """Appends metrics to `metrics.jsonl`, TensorBoard events, and a tqdm bar with ETA.
 
     total: the number of steps the bar counts (env steps, deployments, ...); `start` resumes it.
-    Metrics whose name ends in `loss` are checked for NaN/inf.
+    keep_through: on resume, the last step whose record the restored checkpoint covers: later
+    records (logged before a kill, and about to be logged again) are dropped, so that no step
+    is recorded twice (None: keep all). A partial last line (a kill mid-write) is always
+    dropped, with a warning. Metrics whose name ends in `loss` are checked for NaN/inf.
     """
 
     def __init__(self, workdir: str, total: int | None = None, start: int = 0,
-                 desc: str = "train", show_keys: tuple = (), enable_bar: bool = True):
+                 desc: str = "train", show_keys: tuple = (), enable_bar: bool = True,
+                 keep_through: int | None = None):
         os.makedirs(workdir, exist_ok=True)
         self.workdir = workdir
         self.metrics_path = os.path.join(workdir, "metrics.jsonl")
+        if os.path.exists(self.metrics_path):
+            _rewrite_records(self.metrics_path, keep_through)
         self._file = open(self.metrics_path, "a")
         self._tb = SummaryWriter(os.path.join(workdir, "tb")) if SummaryWriter else None
         self._bar = tqdm.tqdm(total=total, initial=start, desc=desc, dynamic_ncols=True,
@@ -108,10 +115,38 @@ class RunLogger:
         self.close()
 
 
+def _parse_records(path: str) -> tuple:
+    """(records, whether a partial last line was skipped) of a metrics.jsonl; a bad line
+    before the last one is an error naming it."""
+    with open(path) as f:
+        lines = [line for line in f if line.strip()]
+    records, partial = [], False
+    for i, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:
+                raise ValueError(f"{path}: line {i + 1} is not a JSON record") from None
+            partial = True
+    return records, partial
+
+
+def _rewrite_records(path: str, keep_through: int | None) -> None:
+    """Drop a partial last line and the records after step `keep_through` (atomic rewrite)."""
+    records, partial = _parse_records(path)
+    kept = [r for r in records if keep_through is None or r.get("step", -1) <= keep_through]
+    if partial:
+        absl_logging.warning("%s: dropped a partial last line (a run killed mid-write)", path)
+    if partial or len(kept) < len(records):
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in kept)
+        os.replace(tmp, path)
+
+
 def read_metrics(workdir: str) -> list:
-    """All records of `workdir/metrics.jsonl` as dicts."""
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """All records of `workdir/metrics.jsonl` as dicts (a partial last line is skipped)."""
+    return _parse_records(os.path.join(workdir, "metrics.jsonl"))[0]
 
 
 def save_benchmark(out_dir: str, name: str, result: dict) -> str:

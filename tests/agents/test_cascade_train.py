@@ -35,6 +35,10 @@ def test_no_parameter_update_while_deploying(uninterrupted):
 def test_resume_after_kill_reproduces_next_deployment(uninterrupted, tmp_path):
     workdir = str(tmp_path / "resumed")
     deployments.run(smoke(2), workdir, progress=False, stop_after=1)  # "killed" after 1
+    # As if killed after logging deployment 2 but before its checkpoint, mid-way through the
+    # next line: the stale record and the partial line are dropped on resume.
+    with open(f"{workdir}/metrics.jsonl", "a") as f:
+        f.write('{"step": 2, "deployment": 2, "coverage": -1}\n{"step": 3, "deploy')
     deployments.run(smoke(2), workdir, progress=False)           # resumes at deployment 2
     resumed = read_metrics(workdir)
     assert [r["deployment"] for r in resumed] == [0, 1, 2]

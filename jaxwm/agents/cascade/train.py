@@ -39,7 +39,7 @@ from jaxwm.behaviors.plan2explore import Disagreement, one_step_pairs
 from jaxwm.data import replay
 from jaxwm.envs.tasks import family_for_env
 from jaxwm.models import rssm
-from jaxwm.models.dreamer import WorldModel, image_keys
+from jaxwm.models.dreamer import WorldModel
 from jaxwm.runtime import sharding, zero_shot
 from jaxwm.runtime.checkpoint import Checkpointer
 from jaxwm.runtime.logging import RunLogger, save_config
@@ -118,7 +118,6 @@ class Learner:
         self.config = config
         self.cascade_config = resolve_method(config)
         self.wm = WorldModel(config.model, obs_space, act_space)
-        self.wm_obs_space = obs_space
         self.ac = ac_lib.ActorCritic(config.behavior, ac_lib.feat_size(config.model), act_space)
         c = config.model
         stoch = c.stoch * (c.classes if c.latent == "discrete" else 1)
@@ -163,7 +162,8 @@ class Learner:
         # A rolled loop unless convolutions need straight-line steps on CPU (`utils`): the
         # interleaved population updates make a straight-line program slow to compile
         # (cpu minigrid: 14 s rolled vs ~110 s straight-line, same speed per step).
-        straight_line = None if image_keys(self.wm_obs_space) else False
+        convs = any(len(shape) == 3 for _, shape in self.wm.obs_shapes)
+        straight_line = None if convs else False
         state, metrics = scan_gradient_steps(step, state, (batches, keys), straight_line)
         return state, jax.tree.map(jnp.mean, metrics)
 
@@ -334,6 +334,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, progress: bool = True,
     random_method = config.method == "random"
     record = {}
     logger = RunLogger(workdir, total=d.deployments + 1, start=start, desc=config.method,
+                       keep_through=start - 1,
                        show_keys=("coverage", "model_loss", "episode/return"),
                        enable_bar=progress)
     try:
