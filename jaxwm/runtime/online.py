@@ -216,7 +216,8 @@ def run(agent, env, config: ml_collections.ConfigDict, workdir: str, *, labeler=
     out = env.reset()
     if labeler is not None:
         out.update(labeler.label(out))
-    logger = RunLogger(workdir, total=c.steps, start=env_step, desc=desc, show_keys=show_keys)
+    logger = RunLogger(workdir, total=c.steps, start=env_step, desc=desc, show_keys=show_keys,
+                       keep_through=env_step if restored is not None else -1)
     pretrained = bool(meta.get("pretrained", False))
     train_due, calls, metrics, summary = 0, 0, {}, {}
     last_log, last_video, last_eval = env_step, env_step, env_step
