@@ -30,10 +30,11 @@ def snapshot(workdir):
 
 
 def test_world_model_binary_runs_and_a_bad_value_leaves_the_run_intact(tmp_path):
-    workdir = str(tmp_path / "wm")
+    workdir, cache = str(tmp_path / "wm"), tmp_path / "cache"
     done = run_binary("world_model", "--config.env.name=CartpoleBalance-v1",
-                      f"--workdir={workdir}")
+                      f"--workdir={workdir}", f"--compilation_cache={cache}")
     assert done.returncode == 0, done.stderr[-3000:]
+    assert list(cache.iterdir())                      # compiled programs were persisted
     summary = done.stdout.strip().splitlines()[-1]
     assert "model_loss" in summary and "vector_loss" in summary
     with open(os.path.join(workdir, "config.json")) as f:
