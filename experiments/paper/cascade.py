@@ -517,12 +517,12 @@ def run_grid(out_dir: str, env: str) -> dict:
 
 def sweep_report(records: Mapping, reps: int) -> tuple:
     """Markdown table of a lambda x normalization sweep and its aggregates: per cell the
-    cumulative and last-deployment coverage IQMs, PopDiv's share of the return and member
-    diversity, and against lambda = 0 with the same normalization the probability of
+    cumulative and last-deployment coverage IQMs, PopDiv's share of the return, member
+    diversity and the explorers' policy entropy (means over seeds), and against lambda = 0 with the same normalization the probability of
     improvement and the paired per-seed difference in cumulative coverage."""
     lines = ["| lambda | normalize | cumulative cells | cells in last deployment | "
-             "PopDiv share of return | member JS | P(> lambda 0) | paired diff vs lambda 0 |",
-             "|---" * 8 + "|"]
+             "PopDiv share of return | member JS | explorer entropy | P(> lambda 0) | "
+             "paired diff vs lambda 0 |", "|---" * 9 + "|"]
     aggs = {}
     for cell, seeds in records.items():
         lam, norm = cell.removeprefix("lam").split("_norm")
@@ -532,7 +532,7 @@ def sweep_report(records: Mapping, reps: int) -> tuple:
         agg = aggs[cell] = aggregate(pair, "coverage", baseline=cell, reps=reps)
         within = aggregate({cell: seeds}, "deployment_coverage", reps=reps)
         means = {k: np.mean(list(last_values(seeds, k).values()) or [np.nan])
-                 for k in ("popdiv_return_share", "member_js")}
+                 for k in ("popdiv_return_share", "member_js", "actor_entropy")}
         if len(pair) == 2:
             p = agg["improvement"]["over"][ref]
             d = paired_difference(last_values(seeds, "coverage"),
@@ -545,7 +545,7 @@ def sweep_report(records: Mapping, reps: int) -> tuple:
         lines.append(f"| {lam} | {norm} | {_cell(agg['methods'][cell], -1, 1)} | "
                      f"{_cell(within['methods'][cell], -1, 1)} | "
                      f"{means['popdiv_return_share']:.2f} | {means['member_js']:.2f} | "
-                     f"{versus} |")
+                     f"{means['actor_entropy']:.2f} | {versus} |")
     return "\n".join(lines), aggs
 
 

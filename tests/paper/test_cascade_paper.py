@@ -302,7 +302,8 @@ def test_script_sweep_on_fake_runs(tmp_path, fake_deployments, parsed_flags):
 
     def records(config):
         lam = config.cascade.diversity_scale
-        return [dict(r, deployment_coverage=1.0, popdiv_return_share=lam, member_js=0.5)
+        return [dict(r, deployment_coverage=1.0, popdiv_return_share=lam, member_js=0.5,
+                     actor_entropy=1.0)
                 for r in run({d: 2 * d + 10 * lam + config.seed for d in range(last + 1)})]
 
     configs = fake_deployments(records)
@@ -315,6 +316,6 @@ def test_script_sweep_on_fake_runs(tmp_path, fake_deployments, parsed_flags):
                                         for s in (0, 1)]
     assert (out / "lam0.5_normoff" / "seed_1" / "metrics.jsonl").exists()
     table = (out / "table.md").read_text()
-    assert "| 0.5 | off |" in table and "| 0.50 | 0.50 | 1.00 [1.00, 1.00] | +5.0 [+5.0, +5.0] " \
-        "(2/2) |" in table, table
+    assert "| 0.5 | off |" in table and "| 0.50 | 0.50 | 1.00 | 1.00 [1.00, 1.00] | " \
+        "+5.0 [+5.0, +5.0] (2/2) |" in table, table
     assert "| 0 | off |" in table and "| - | - |" in table
