@@ -76,7 +76,6 @@ def apply_preset(c: ml_collections.ConfigDict, preset: str) -> ml_collections.Co
     return c
 
 
-
 def check_config(c: ml_collections.ConfigDict) -> None:
     """Raise a ValueError naming the `model.<field>` whose value is not allowed, and the allowed
     values, before anything is built or written."""

@@ -30,6 +30,9 @@ def test_no_parameter_update_while_deploying(uninterrupted):
     assert uninterrupted[0]["updates_before_deploy"] == 0          # deployment 0 is random
     assert all(r["updates_before_deploy"] > 0 for r in uninterrupted[1:])
     assert uninterrupted[-1]["coverage"] >= uninterrupted[0]["coverage"] > 0
+    # No discount head (model.pred_discount=False); PopDiv's share of the return is logged.
+    assert "discount_loss" not in uninterrupted[-1] and "model_loss" in uninterrupted[-1]
+    assert 0.0 < uninterrupted[-1]["popdiv_return_share"] < 1.0
 
 
 def test_resume_after_kill_reproduces_next_deployment(uninterrupted, tmp_path):
