@@ -1,11 +1,12 @@
-"""The reward-free deployment loop: no updates while deploying, resume reproduces the next
-deployment, baselines resolve from one config."""
+"""CASCADE's deployment loop: no updates while deploying, resume reproduces the next deployment
+and logs it once, baselines resolve from one config, member diversity by hand, bad values
+refused before any work, the official settings in every preset."""
 import numpy as np
 import pytest
 
+from jaxwm.agents.cascade import train as deployments
 from jaxwm.agents.cascade.config import get_config
 from jaxwm.envs import registry
-from jaxwm.agents.cascade import train as deployments
 from jaxwm.runtime.logging import read_metrics
 
 

@@ -1,5 +1,6 @@
-"""CASCADE's population objective: hand-worked PopDiv, gradient isolation between members, and
-the one vmapped population update equals updating members one at a time."""
+"""CASCADE's population objective: hand-worked PopDiv, the raw reward mix and each term's share
+of the return, gradient isolation between members, the one vmapped population update equals
+updating members one at a time, and pure diversity updates spread the members apart."""
 from types import SimpleNamespace
 
 import jax
