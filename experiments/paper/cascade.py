@@ -640,7 +640,7 @@ def main(argv):
     runs = {m: {str(s): os.path.join(out_dir, m, f"seed_{s}") for s in seeds}
             for m, seeds in records.items()}
     with open(os.path.join(out_dir, "results.json"), "w") as f:
-        json.dump(dict(domain=domain, env=env, preset=FLAGS.preset, methods=FLAGS.methods,
+        json.dump(dict(domain=domain, env=env, preset=FLAGS.preset, methods=list(records),
                        seeds=FLAGS.seeds, reps=reps, return_scale=FLAGS.return_scale,
                        bootstrap=bootstrap, runs=runs, aggregates=aggs), f, indent=1)
     print(f"saved {out_dir}/table.md, results.json, {os.path.basename(figure)}")
