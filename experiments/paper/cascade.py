@@ -478,13 +478,14 @@ def run_grid(out_dir: str, env: str) -> dict:
                 for s in range(FLAGS.seeds)]
     else:
         grid = [(m, m, {}, s) for m in FLAGS.methods for s in range(FLAGS.seeds)]
-    todo, start = [], time.time()
+    todo, last, start = [], {}, time.time()
     for i, (name, method, overrides, seed) in enumerate(grid):
         config = build_config(FLAGS.preset, FLAGS.domain, env, method, seed,
                               FLAGS.eval_deployments, overrides)
         workdir = os.path.join(out_dir, name, f"seed_{seed}")
+        last[workdir] = last_deployment(config)
         tag = f"[{i + 1}/{len(grid)}] {name} seed {seed}"
-        if FLAGS.skip_existing and is_finished(read_records(workdir), last_deployment(config)):
+        if FLAGS.skip_existing and is_finished(read_records(workdir), last[workdir]):
             print(f"{tag}: finished run reused ({workdir})", flush=True)
             continue
         if not FLAGS.skip_existing and os.path.isdir(workdir):
@@ -505,21 +506,21 @@ def run_grid(out_dir: str, env: str) -> dict:
             print(f"{tag}: running in {workdir}", flush=True)
             train.run(config, workdir)
     records = {}
-    for name, method, overrides, seed in grid:
+    for name, _, _, seed in grid:
         workdir = os.path.join(out_dir, name, f"seed_{seed}")
         records.setdefault(name, {})[seed] = read_records(workdir)
-        last = last_deployment(build_config(FLAGS.preset, FLAGS.domain, env, method, seed, ""))
-        if not is_finished(records[name][seed], last):
+        if not is_finished(records[name][seed], last[workdir]):
             raise RuntimeError(f"{workdir}/metrics.jsonl has no record of the last deployment "
-                               f"{last}")
+                               f"{last[workdir]}")
     return records
 
 
 def sweep_report(records: Mapping, reps: int) -> tuple:
     """Markdown table of a lambda x normalization sweep and its aggregates: per cell the
     cumulative and last-deployment coverage IQMs, PopDiv's share of the return, member
-    diversity and the explorers' policy entropy (means over seeds), and against lambda = 0 with the same normalization the probability of
-    improvement and the paired per-seed difference in cumulative coverage."""
+    diversity and the explorers' policy entropy (means over seeds), and against lambda = 0
+    with the same normalization the probability of improvement and the paired per-seed
+    difference in cumulative coverage."""
     lines = ["| lambda | normalize | cumulative cells | cells in last deployment | "
              "PopDiv share of return | member JS | explorer entropy | P(> lambda 0) | "
              "paired diff vs lambda 0 |", "|---" * 9 + "|"]
