@@ -474,10 +474,10 @@ def run_grid(out_dir: str, env: str) -> dict:
         cells = {sweep_cell(float(lam), norm == "on"): dict(
             diversity_scale=float(lam), normalize=norm == "on")
             for norm in FLAGS.normalize for lam in FLAGS.lambdas}
-        grid = [(cell, "cascade", overrides, s) for cell, overrides in cells.items()
-                for s in range(FLAGS.seeds)]
-    else:
-        grid = [(m, m, {}, s) for m in FLAGS.methods for s in range(FLAGS.seeds)]
+        grid = [(cell, "cascade", overrides, s) for s in range(FLAGS.seeds)
+                for cell, overrides in cells.items()]
+    else:  # seed-major, so that a stopped grid still holds paired seeds
+        grid = [(m, m, {}, s) for s in range(FLAGS.seeds) for m in FLAGS.methods]
     todo, last, start = [], {}, time.time()
     for i, (name, method, overrides, seed) in enumerate(grid):
         config = build_config(FLAGS.preset, FLAGS.domain, env, method, seed,
