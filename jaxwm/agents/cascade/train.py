@@ -159,12 +159,11 @@ class Learner:
             return LearnerState(wm=wm_state, disag=disag_state, population=population), metrics
 
         keys = jax.random.split(k_steps, d.model_grad_steps)
-        # A rolled loop unless convolutions need straight-line steps on CPU (`utils`): the
+        # A rolled loop unless a CNN needs straight-line steps on CPU (`WorldModel`): the
         # interleaved population updates make a straight-line program slow to compile
         # (cpu minigrid: 14 s rolled vs ~110 s straight-line, same speed per step).
-        convs = any(len(shape) == 3 for _, shape in self.wm.obs_shapes)
-        straight_line = None if convs else False
-        state, metrics = scan_gradient_steps(step, state, (batches, keys), straight_line)
+        state, metrics = scan_gradient_steps(step, state, (batches, keys),
+                                             self.wm.straight_line)
         return state, jax.tree.map(jnp.mean, metrics)
 
     def _act(self, wm_params, actor_params, carry, obs, key, random: bool):
