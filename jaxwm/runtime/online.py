@@ -60,6 +60,9 @@ def run_config() -> ml_collections.ConfigDict:
     return c
 
 
+EXTENDABLE = ("run.steps",)   # config fields a resumed run may change (a longer run)
+
+
 def check_run_config(c: ml_collections.ConfigDict) -> None:
     """Raise ValueError naming the first bad field of a run config."""
     if c.policy not in POLICIES:

@@ -19,6 +19,7 @@ from jaxwm.models.dreamer import WorldModel
 from jaxwm.runtime import openloop, sharding
 from jaxwm.runtime.checkpoint import Checkpointer
 from jaxwm.runtime.logging import RunLogger, save_config
+from jaxwm.runtime.workdir import check_saved_config, check_values, user_errors
 from jaxwm.runtime.online import EpisodeStats
 from jaxwm.runtime.plots import plot_metrics
 
@@ -48,9 +49,16 @@ def make_train_fn(wm: WorldModel, config):
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Runs (or resumes) a world-model training job; returns the last logged metrics."""
     t = config.train
-    mesh = sharding.make_mesh(config.num_devices or None)
-    env = envs.make(config.env.name, config.env.num_envs, config.seed, **config.env.overrides)
-    wm = WorldModel(config.model, env.obs_space, env.act_space)
+    with user_errors():   # nothing is written before the config is known to be valid
+        check_values(config)
+        if t.seq_len > t.replay_capacity:
+            raise ValueError(f"train.seq_len={t.seq_len} must be <= train.replay_capacity="
+                             f"{t.replay_capacity}")
+        mesh = sharding.make_mesh(config.num_devices or None)
+        env = envs.make(config.env.name, config.env.num_envs, config.seed,
+                        **config.env.overrides)
+        wm = WorldModel(config.model, env.obs_space, env.act_space)
+        check_saved_config(config, workdir, ("train.env_steps",))
     spec = replay.env_spec(env)
     key = jax.random.PRNGKey(config.seed)
     key, key_init = jax.random.split(key)

@@ -45,8 +45,12 @@ from jaxwm.runtime.checkpoint import Checkpointer
 from jaxwm.runtime.logging import RunLogger, save_config
 from jaxwm.runtime.online import EpisodeStats, policy_inputs, sample_batches
 from jaxwm.runtime.plots import plot_metrics
+from jaxwm.runtime.workdir import UserError, check_saved_config, check_values, user_errors
 from jaxwm.types import TrainState
 from jaxwm.utils import random_action, scan_gradient_steps
+
+# config fields a resumed run may change (more deployments would need a larger replay)
+EXTENDABLE = ("deploy.eval_deployments",)
 
 
 @flax.struct.dataclass
@@ -89,6 +93,17 @@ def check_deploy_config(config: ml_collections.ConfigDict) -> None:
                               ("deploy.num_devices", d.num_devices, 1)):
         if not isinstance(value, int) or value < low:
             raise ValueError(f"{field}={value!r} must be an int >= {low}")
+    steps_per_env = d.steps_per_deployment // config.env.num_envs
+    if steps_per_env < d.seq_len:
+        raise ValueError(f"deploy.steps_per_deployment={d.steps_per_deployment} gives "
+                         f"{steps_per_env} steps per env slot, fewer than deploy.seq_len="
+                         f"{d.seq_len}")
+    for field, value in (("env.num_envs", config.env.num_envs), ("deploy.batch_size", d.batch_size),
+                         ("zero_shot.batch_size", config.zero_shot.batch_size)):
+        if value % d.num_devices:
+            raise ValueError(f"{field}={value} must be a multiple of deploy.num_devices="
+                             f"{d.num_devices} (replay and batches are split over devices)")
+    eval_deployments(d.eval_deployments, d.deployments)
     for block in ("behavior", "zero_shot.behavior"):
         head = config.behavior if block == "behavior" else config.zero_shot.behavior
         if head.discount_head and not config.model.pred_discount:
@@ -287,29 +302,23 @@ def run(config: ml_collections.ConfigDict, workdir: str, progress: bool = True,
 
     stop_after: return after this deployment (a time-boxed job; rerun to continue)."""
     d = config.deploy
-    check_deploy_config(config)
-    eval_at = eval_deployments(d.eval_deployments, d.deployments)
-    make_env = lambda n, seed: envs.make(config.env.name, n, seed,  # noqa: E731
-                                         **dict(config.env.overrides))
-    probe = make_env(config.env.num_envs, config.seed)
-    obs_space, act_space = probe.obs_space, probe.act_space
-    family = family_for_env(config.env.name, probe)
-    probe.close()
-    learner = Learner(config, obs_space, act_space)
+    with user_errors():   # nothing is written before the config is known to be valid
+        check_values(config)
+        check_deploy_config(config)
+        eval_at = eval_deployments(d.eval_deployments, d.deployments)
+        make_env = lambda n, seed: envs.make(config.env.name, n, seed,  # noqa: E731
+                                             **dict(config.env.overrides))
+        probe = make_env(config.env.num_envs, config.seed)
+        obs_space, act_space = probe.obs_space, probe.act_space
+        family = family_for_env(config.env.name, probe)
+        probe.close()
+        learner = Learner(config, obs_space, act_space)
+        check_saved_config(config, workdir, EXTENDABLE)
     labels = tuple(f"reward/{t}" for t in family.tasks) if family is not None else ()
     spec = replay.env_spec(probe, labels)
     steps_per_env = d.steps_per_deployment // config.env.num_envs
-    if steps_per_env < d.seq_len:
-        raise ValueError(f"deploy.steps_per_deployment={d.steps_per_deployment} gives "
-                         f"{steps_per_env} steps per env slot, fewer than deploy.seq_len="
-                         f"{d.seq_len}")
     capacity = (d.deployments + 1) * steps_per_env        # all data is kept
     mesh = sharding.make_mesh(d.num_devices) if d.num_devices > 1 else None
-    for field, value in (("env.num_envs", config.env.num_envs), ("deploy.batch_size", d.batch_size),
-                         ("zero_shot.batch_size", config.zero_shot.batch_size)):
-        if value % d.num_devices:
-            raise ValueError(f"{field}={value} must be a multiple of deploy.num_devices="
-                             f"{d.num_devices} (replay and batches are split over devices)")
     key = jax.random.PRNGKey(config.seed)
     key, k_init = jax.random.split(key)
     learner_state = jax.jit(learner.init)(k_init)
@@ -322,7 +331,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, progress: bool = True,
     try:
         restored = ckpt.restore_latest(state)
     except ValueError as e:
-        raise ValueError(f"the checkpoint in {workdir} does not fit this config (e.g. "
+        raise UserError(f"the checkpoint in {workdir} does not fit this config (e.g. "
                          "deploy.deployments, steps_per_deployment or model sizes changed); "
                          f"use a new --workdir. orbax: {e}") from e
     if restored is not None:

@@ -22,6 +22,7 @@ from jaxwm.agents.tdmpc import train as tdmpc_train
 from jaxwm.data import datasets, replay
 from jaxwm.runtime.checkpoint import Checkpointer
 from jaxwm.runtime.logging import RunLogger, read_metrics, save_config
+from jaxwm.runtime.workdir import check_saved_config, check_values, user_errors
 
 
 def load_dataset(config: ml_collections.ConfigDict, obs_size: int, action_size: int):
@@ -40,19 +41,22 @@ def _last(workdir: str, key: str):
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Offline then online FOWM training per `config` in `workdir` (resumable). Returns
     {'offline_return', 'finetuned_return', 'random_return', 'dataset_return', 'seconds'}."""
-    fowm_config.check_config(config)
     start = time.time()
     r, off = config.run, config.offline
-    env = tdmpc_train.make_env(config.env, config.seed)
-    eval_env = tdmpc_train.make_env(config.env, config.seed + 10_000, r.eval_episodes)
-    obs_size, action_size = env.obs_space["vector"].shape[0], env.act_space.size
-    try:
-        arrays, meta = load_dataset(config, obs_size, action_size)
-    except Exception:
-        env.close()
-        eval_env.close()
-        raise
-    agent = make_agent(config, obs_size, action_size)
+    with user_errors():   # nothing is written before the config and dataset are valid
+        check_values(config)
+        fowm_config.check_config(config)
+        env = tdmpc_train.make_env(config.env, config.seed)
+        eval_env = tdmpc_train.make_env(config.env, config.seed + 10_000, r.eval_episodes)
+        obs_size, action_size = env.obs_space["vector"].shape[0], env.act_space.size
+        try:
+            arrays, meta = load_dataset(config, obs_size, action_size)
+        except Exception:
+            env.close()
+            eval_env.close()
+            raise
+        agent = make_agent(config, obs_size, action_size)
+        check_saved_config(config, workdir, tdmpc_train.EXTENDABLE)
     offline_replay = datasets.to_replay(arrays)
     del arrays
     key = jax.random.key(config.seed)

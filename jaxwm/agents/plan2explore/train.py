@@ -5,15 +5,20 @@ import ml_collections
 from jaxwm.agents.plan2explore.agent import Plan2Explore
 from jaxwm.envs import tasks as task_lib
 from jaxwm.runtime import online, zero_shot
+from jaxwm.runtime.workdir import check_saved_config, check_values, user_errors
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Explore reward-free (or resume) in `workdir`. If the env has a task family
     (`jaxwm.envs.tasks.family_for_env`), replay steps are labelled with all its rewards and the
     zero-shot protocol runs at the end of training. Returns the run summary (`online.run`)."""
-    env = online.make_env(config.env, config.seed)
-    family = task_lib.family_for_env(config.env.name, env)
-    agent = Plan2Explore(config, env.obs_space, env.act_space)
+    with user_errors():   # nothing is written before the config is known to be valid
+        check_values(config)
+        online.check_run_config(config.run)
+        env = online.make_env(config.env, config.seed)
+        family = task_lib.family_for_env(config.env.name, env)
+        agent = Plan2Explore(config, env.obs_space, env.act_space)
+        check_saved_config(config, workdir, online.EXTENDABLE)
     env_fn = lambda n: online.make_env(config.env, config.seed + 10_000, num_envs=n)  # noqa
 
     def on_end(state, replay_state, logger, step):

@@ -24,6 +24,7 @@ from jaxwm.data import replay
 from jaxwm.runtime import online
 from jaxwm.runtime.checkpoint import Checkpointer
 from jaxwm.runtime.logging import RunLogger, read_metrics, save_config
+from jaxwm.runtime.workdir import check_saved_config, check_values, user_errors
 from jaxwm.utils import random_action
 
 matplotlib.use("Agg")
@@ -35,6 +36,9 @@ RECORD_KEYS = ("vector", "action", "reward", "is_first", "is_last", "is_terminal
 # ------------------------------------------------------------------------------------------------
 # Environment helpers
 # ------------------------------------------------------------------------------------------------
+EXTENDABLE = ("run.env_steps", "run.progress_bar")  # fields a resumed run may change
+
+
 def make_env(env_config: ml_collections.ConfigDict, seed: int, num_envs: int | None = None):
     """`online.make_env` for a DMC state task; raises ValueError unless it has 'vector'
     observations and continuous actions (what TOLD's MLP encoder and MPPI need)."""
@@ -205,11 +209,14 @@ def random_baseline(eval_env, key: jax.Array) -> float:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Train TD-MPC online per `config` (see `config.get_config`) in `workdir`; resumes from
     its checkpoints. Returns {'eval_return', 'random_return', 'env_steps', 'seconds'}."""
-    tdmpc_config.check_config(config)
     r, start = config.run, time.time()
-    env = make_env(config.env, config.seed)
-    eval_env = make_env(config.env, config.seed + 10_000, r.eval_episodes)
-    agent = Agent(config, env.obs_space["vector"].shape[0], env.act_space.size)
+    with user_errors():   # nothing is written before the config is known to be valid
+        check_values(config)
+        tdmpc_config.check_config(config)
+        env = make_env(config.env, config.seed)
+        eval_env = make_env(config.env, config.seed + 10_000, r.eval_episodes)
+        agent = Agent(config, env.obs_space["vector"].shape[0], env.act_space.size)
+        check_saved_config(config, workdir, EXTENDABLE)
     key = jax.random.key(config.seed)
     k_init, k_run, k_random = jax.random.split(key, 3)
     state = jax.jit(agent.init)(k_init)
