@@ -220,7 +220,7 @@ def run(agent, env, config: ml_collections.ConfigDict, workdir: str, *, labeler=
     if labeler is not None:
         out.update(labeler.label(out))
     logger = RunLogger(workdir, total=c.steps, start=env_step, desc=desc, show_keys=show_keys,
-                       keep_through=env_step if restored is not None else -1)
+                       keep_records=meta.get("records") if restored is not None else 0)
     pretrained = bool(meta.get("pretrained", False))
     train_due, calls, metrics, summary = 0, 0, {}, {}
     last_log, last_video, last_eval = env_step, env_step, env_step
@@ -292,7 +292,8 @@ def run(agent, env, config: ml_collections.ConfigDict, workdir: str, *, labeler=
         if env_step % c.checkpoint_every < env.num_envs or env_step >= c.steps:
             ckpt.save(env_step, state, {"env_step": env_step, "pretrained": pretrained,
                                         "cells": sorted(stats.cells),
-                                        "returns": stats.history[-1000:]})
+                                        "returns": stats.history[-1000:],
+                                        "records": logger.records})
         logger.advance(env_step)
 
     summary.update(evaluate(env_step))

@@ -66,10 +66,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
              "replay": replay.init(spec, t.replay_capacity, env.num_envs, mesh),
              "key": sharding.replicate(key, mesh)}
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=2)
-    env_step = 0
+    env_step, meta = 0, {}
     restored = ckpt.restore_latest(state)
     if restored is not None:
-        env_step, state, _ = restored
+        env_step, state, meta = restored
     save_config(config, workdir)   # only once the config is known to fit the run
     train_fn = make_train_fn(wm, config)
     add = jax.jit(replay.add, donate_argnums=0)
@@ -78,7 +78,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     episodes = EpisodeStats(env.num_envs)
     metrics, last_log, calls, start_step = {}, env_step, 0, env_step
     logger = RunLogger(workdir, total=t.env_steps, start=env_step, desc="world model",
-                       show_keys=("model_loss", "image_loss", "kl"))
+                       show_keys=("model_loss", "image_loss", "kl"),
+                       keep_records=meta.get("records") if restored is not None else 0)
     try:
         start_time = time.time()
         while env_step < t.env_steps:
@@ -92,7 +93,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 state["key"], key_train = jax.random.split(state["key"])
                 state["wm"], metrics = train_fn(state["wm"], state["replay"], key_train)
                 calls += 1
-            if metrics and env_step - last_log >= t.log_every:
+            if metrics and (env_step - last_log >= t.log_every or env_step >= t.env_steps):
                 last_log = env_step
                 fps = (env_step - start_step) / (time.time() - start_time)
                 finished = episodes.pop()
@@ -100,11 +101,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
                            if "episode/return" in finished else {})
                 logger.log(env_step, {**metrics, **returns, "env_fps": fps, "train_calls": calls})
             if env_step % t.checkpoint_every < env.num_envs or env_step >= t.env_steps:
-                ckpt.save(env_step, state, {"env_step": env_step})
+                ckpt.save(env_step, state, {"env_step": env_step, "records": logger.records})
             logger.advance(env_step)
         if metrics:
-            if last_log != env_step:
-                logger.log(env_step, metrics)
             state["key"], key_video = jax.random.split(state["key"])
             batch = replay.sample(state["replay"], key_video, max(sharding.num_shards(mesh), 4),
                                   t.video_len)

@@ -45,7 +45,7 @@ from jaxwm.runtime.checkpoint import Checkpointer
 from jaxwm.runtime.logging import RunLogger, save_config
 from jaxwm.runtime.online import EpisodeStats, policy_inputs, sample_batches
 from jaxwm.runtime.plots import plot_metrics
-from jaxwm.runtime.workdir import UserError, check_saved_config, check_values, user_errors
+from jaxwm.runtime.workdir import check_saved_config, check_values, user_errors
 from jaxwm.types import TrainState
 from jaxwm.utils import random_action, scan_gradient_steps
 
@@ -327,13 +327,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, progress: bool = True,
     state = {"learner": learner_state,
              "replay": replay.init(spec, capacity, config.env.num_envs, mesh), "key": key}
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=2)
-    start, cells = 0, []
-    try:
-        restored = ckpt.restore_latest(state)
-    except ValueError as e:
-        raise UserError(f"the checkpoint in {workdir} does not fit this config (e.g. "
-                         "deploy.deployments, steps_per_deployment or model sizes changed); "
-                         f"use a new --workdir. orbax: {e}") from e
+    start, cells, meta = 0, [], {}
+    restored = ckpt.restore_latest(state)
     if restored is not None:
         _, state, meta = restored
         start, cells = meta["deployment"] + 1, meta["cells"]
@@ -342,7 +337,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, progress: bool = True,
     random_method = config.method == "random"
     record = {}
     logger = RunLogger(workdir, total=d.deployments + 1, start=start, desc=config.method,
-                       keep_through=start - 1,
+                       keep_records=meta.get("records") if restored is not None else 0,
                        show_keys=("coverage", "model_loss", "episode/return"),
                        enable_bar=progress)
     try:
@@ -380,7 +375,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, progress: bool = True,
                     config.zero_shot, learner.wm, state["learner"].wm.params, state["replay"],
                     family, lambda n: make_env(n, config.seed * 1000 + 999), k_eval))
             record = logger.log(dep, record)
-            ckpt.save(dep, state, {"deployment": dep, "cells": sorted(coverage.total)})
+            ckpt.save(dep, state, {"deployment": dep, "cells": sorted(coverage.total),
+                                   "records": logger.records})
             logger.advance(dep + 1)
             if stop_after is not None and dep >= stop_after:
                 return record

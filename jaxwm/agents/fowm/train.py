@@ -65,7 +65,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     online_replay = replay.init(agent.replay_spec(), max(r.replay_capacity // env.num_envs, 1),
                                 env.num_envs)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), r.checkpoints_to_keep or None)
-    updates, env_step = 0, 0
+    updates, env_step, ck_meta = 0, 0, {}
     restored = ckpt.restore_latest({"agent": state, "replay": online_replay})
     if restored is not None:
         _, tree, ck_meta = restored
@@ -74,7 +74,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     save_config(config, workdir)   # only once the config is known to fit the run
     logger = RunLogger(workdir, total=off.steps + r.env_steps, start=updates + env_step,
                        desc="fowm", enable_bar=r.progress_bar,
-                       show_keys=("offline/eval_return", "eval/return", "train/model_loss"))
+                       show_keys=("offline/eval_return", "eval/return", "train/model_loss"),
+                       keep_records=ck_meta.get("records") if restored is not None else 0)
     plan_eval = lambda s, k: float(  # noqa: E731
         tdmpc_train.planner_returns(agent, s, eval_env, k).mean())
     try:
@@ -103,7 +104,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             if tdmpc_train.crossed(updates, num, off.checkpoint_every) or updates >= off.steps:
                 ckpt.save(updates, {"agent": state, "replay": online_replay},
                           {"phase": "offline", "offline_updates": updates, "env_steps": 0,
-                           "pretrained": True})
+                           "pretrained": True, "records": logger.records})
             logger.advance(updates)
         offline_return = _last(workdir, "offline/eval_return")
         if env_step == 0 and _last(workdir, "eval/offline_only_return") is None:

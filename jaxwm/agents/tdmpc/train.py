@@ -157,7 +157,8 @@ def run_online(agent: Agent, config: ml_collections.ConfigDict, state: AgentStat
     start_step = env_step
 
     def save():
-        meta = dict(ckpt_meta or {}, env_steps=env_step, pretrained=pretrained)
+        meta = dict(ckpt_meta or {}, env_steps=env_step, pretrained=pretrained,
+                    records=logger.records)
         ckpt.save(ckpt_offset + env_step, {"agent": state, "replay": replay_state}, meta)
 
     while env_step < total:
@@ -224,7 +225,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                env.num_envs)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), r.checkpoints_to_keep or None)
     restored = ckpt.restore_latest({"agent": state, "replay": replay_state})
-    env_step, pretrained = 0, False
+    env_step, pretrained, meta = 0, False, {}
     if restored is not None:
         _, tree, meta = restored
         state, replay_state = tree["agent"], tree["replay"]
@@ -232,7 +233,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     save_config(config, workdir)   # only once the config is known to fit the run
     logger = RunLogger(workdir, total=r.env_steps, start=env_step, desc="tdmpc",
                        show_keys=("eval/return", "train/episode_return", "train/model_loss"),
-                       enable_bar=r.progress_bar)
+                       enable_bar=r.progress_bar,
+                       keep_records=meta.get("records") if restored is not None else 0)
     try:
         random_return = [m["eval/random_return"] for m in read_metrics(workdir)
                          if "eval/random_return" in m]
