@@ -18,10 +18,10 @@ from jaxwm.data import replay
 from jaxwm.models.dreamer import WorldModel
 from jaxwm.runtime import openloop, sharding
 from jaxwm.runtime.checkpoint import Checkpointer
-from jaxwm.runtime.logging import RunLogger, save_config
-from jaxwm.runtime.workdir import check_saved_config, check_values, user_errors
-from jaxwm.runtime.online import EpisodeStats
+from jaxwm.runtime.logging import RunLogger, save_config, to_python
+from jaxwm.runtime.online import EpisodeStats, env_seed
 from jaxwm.runtime.plots import plot_metrics
+from jaxwm.runtime.workdir import check_saved_config, check_values, user_errors
 
 STEP_KEYS = ("action", "reward", "is_first", "is_last", "is_terminal")
 
@@ -55,8 +55,14 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
             raise ValueError(f"train.seq_len={t.seq_len} must be <= train.replay_capacity="
                              f"{t.replay_capacity}")
         mesh = sharding.make_mesh(config.num_devices or None)
-        env = envs.make(config.env.name, config.env.num_envs, config.seed,
-                        **config.env.overrides)
+        if config.env.num_envs % sharding.num_shards(mesh):
+            raise ValueError(f"env.num_envs={config.env.num_envs} must be a multiple of the "
+                             f"{sharding.num_shards(mesh)} devices (num_devices="
+                             f"{config.num_devices}; 0 = all)")
+        make_env = lambda step: envs.make(  # noqa: E731
+            config.env.name, config.env.num_envs, env_seed(config.seed, step),
+            **config.env.overrides)
+        env = make_env(0)
         wm = WorldModel(config.model, env.obs_space, env.act_space)
         check_saved_config(config, workdir, ("train.env_steps",))
     spec = replay.env_spec(env)
@@ -73,10 +79,13 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     save_config(config, workdir)   # only once the config is known to fit the run
     train_fn = make_train_fn(wm, config)
     add = jax.jit(replay.add, donate_argnums=0)
-    rng = np.random.default_rng([config.seed, env_step])
-    obs = env.reset()
-    episodes = EpisodeStats(env.num_envs)
-    metrics, last_log, calls, start_step = {}, env_step, 0, env_step
+    # envs and action RNG restart from (seed, step) at the start and after every checkpoint
+    env.close()
+    env = make_env(env_step)
+    obs, rng = env.reset(), np.random.default_rng([config.seed, env_step])
+    episodes = EpisodeStats(env.num_envs, **meta.get("episodes", {}))
+    metrics, last_log = meta.get("metrics", {}), meta.get("last_log", env_step)
+    calls, start_step = meta.get("calls", 0), env_step
     logger = RunLogger(workdir, total=t.env_steps, start=env_step, desc="world model",
                        show_keys=("model_loss", "image_loss", "kl"),
                        keep_records=meta.get("records") if restored is not None else 0)
@@ -101,7 +110,14 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
                            if "episode/return" in finished else {})
                 logger.log(env_step, {**metrics, **returns, "env_fps": fps, "train_calls": calls})
             if env_step % t.checkpoint_every < env.num_envs or env_step >= t.env_steps:
-                ckpt.save(env_step, state, {"env_step": env_step, "records": logger.records})
+                ckpt.save(env_step, state, {
+                    "env_step": env_step, "records": logger.records, "last_log": last_log,
+                    "calls": calls, "metrics": to_python(metrics),
+                    "episodes": episodes.checkpoint()})
+                if env_step < t.env_steps:
+                    env.close()
+                    env = make_env(env_step)
+                    obs, rng = env.reset(), np.random.default_rng([config.seed, env_step])
             logger.advance(env_step)
         if metrics:
             state["key"], key_video = jax.random.split(state["key"])

@@ -46,15 +46,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     with user_errors():   # nothing is written before the config and dataset are valid
         check_values(config)
         fowm_config.check_config(config)
-        env = tdmpc_train.make_env(config.env, config.seed)
-        eval_env = tdmpc_train.make_env(config.env, config.seed + 10_000, r.eval_episodes)
+        env_fn, eval_env_fn, random_env_fn = tdmpc_train.env_fns(config)
+        env = env_fn(0)
+        env.close()
         obs_size, action_size = env.obs_space["vector"].shape[0], env.act_space.size
-        try:
-            arrays, meta = load_dataset(config, obs_size, action_size)
-        except Exception:
-            env.close()
-            eval_env.close()
-            raise
+        arrays, meta = load_dataset(config, obs_size, action_size)
         agent = make_agent(config, obs_size, action_size)
         check_saved_config(config, workdir, tdmpc_train.EXTENDABLE)
     offline_replay = datasets.to_replay(arrays)
@@ -76,12 +72,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                        desc="fowm", enable_bar=r.progress_bar,
                        show_keys=("offline/eval_return", "eval/return", "train/model_loss"),
                        keep_records=ck_meta.get("records") if restored is not None else 0)
-    plan_eval = lambda s, k: float(  # noqa: E731
-        tdmpc_train.planner_returns(agent, s, eval_env, k).mean())
+
+    def plan_eval(state, updates: int) -> float:
+        """Mean planner return on eval envs of their own (`updates`: the offline step)."""
+        eval_env = eval_env_fn(updates)
+        try:
+            return float(tdmpc_train.planner_returns(
+                agent, state, eval_env, jax.random.fold_in(k_eval, updates)).mean())
+        finally:
+            eval_env.close()
+
     try:
         random_return = _last(workdir, "eval/random_return")
         if random_return is None:
-            random_return = tdmpc_train.random_baseline(eval_env, k_random)
+            random_return = tdmpc_train.random_baseline(random_env_fn, k_random)
             logger.log(0, {"eval/random_return": random_return,
                            "dataset/return_mean": meta.get("return_mean") or 0.0,
                            "dataset/episodes": meta.get("episodes", 0)})
@@ -98,7 +102,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             if tdmpc_train.crossed(updates, num, max(off.eval_every // 4, 1)):
                 logger.log(updates, {f"offline/{k}": v for k, v in metrics.items()})
             if tdmpc_train.crossed(updates, num, off.eval_every) or updates >= off.steps:
-                value = plan_eval(state, jax.random.fold_in(k_eval, updates))
+                value = plan_eval(state, updates)
                 logger.log(updates, {"offline/eval_return": value})
                 logger.write(f"offline step {updates}: eval return {value:.1f}")
             if tdmpc_train.crossed(updates, num, off.checkpoint_every) or updates >= off.steps:
@@ -115,16 +119,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         finetuned = _last(workdir, "eval/return")
         if env_step < r.env_steps:
             state, online_replay, finetuned = tdmpc_train.run_online(
-                agent, config, state, online_replay, env=env, eval_env=eval_env, logger=logger,
-                ckpt=ckpt, key=k_online, env_step=env_step, pretrained=True,
+                agent, config, state, online_replay, env_fn=env_fn, eval_env_fn=eval_env_fn,
+                logger=logger, ckpt=ckpt, key=k_online, env_step=env_step, pretrained=True,
                 fixed_replays=(offline_replay,), sizes=fowm_config.batch_sizes(config),
-                ckpt_offset=off.steps, ckpt_meta={"phase": "online", "offline_updates": updates})
+                ckpt_offset=off.steps, ckpt_meta={"phase": "online", "offline_updates": updates},
+                resume=ck_meta.get("loop"))
         tdmpc_train.plot_returns(workdir, f"FOWM {config.env.name}")
     finally:
         logger.close()
         ckpt.close()
-        env.close()
-        eval_env.close()
     return {"offline_return": offline_return, "finetuned_return": finetuned,
             "random_return": random_return, "dataset_return": meta.get("return_mean"),
             "seconds": time.time() - start}
