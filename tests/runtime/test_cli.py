@@ -42,7 +42,7 @@ def test_world_model_binary_runs_and_a_bad_value_leaves_the_run_intact(tmp_path)
     # smoke: 200 env steps over 2 envs, checkpoints every 100 (2 kept)
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["100", "200"]
     assert os.path.exists(os.path.join(workdir, "plots", "metrics.png"))
-    # vector observations: the open-loop rollout is a PNG of real vs imagined dimensions
+    # vector observations: the open-loop rollout is a PNG of truth vs model dimensions
     assert os.listdir(os.path.join(workdir, "videos")) == ["openloop_200.png"]
     before = snapshot(workdir)
 

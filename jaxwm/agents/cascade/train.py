@@ -382,6 +382,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, progress: bool = True,
                 return record
         keys = ("coverage", "deployment_coverage", "member_js", "model_loss", "info_gain_raw",
                 "pop_diversity_raw", "popdiv_return_share", "episode/return")
+        if family is not None:   # one panel: a line per zero-shot task
+            keys += (tuple(f"zero_shot/{t}" for t in family.tasks),)
         plot = plot_metrics(workdir, keys, title=f"{config.method} on {config.env.name}",
                             xlabel="deployment")
         logger.write(f"metrics: {logger.metrics_path}\nplot: {plot}\ncheckpoints: "
