@@ -126,7 +126,7 @@ def world_model_rows(k_values) -> list:
         call = "make_train_fn" + (" (--k_values)" if i else "")
         rows.append(measure("world_model", "cpu", call,
                             world_model_training.make_train_fn(wm, config), *args, k=k,
-                            loop=k_step_loop()))
+                            loop=k_step_loop(wm.straight_line)))
     return rows
 
 
@@ -147,7 +147,7 @@ def online_agent_rows(name: str, agent_class, config, labeled: bool) -> list:
 
     explore = jnp.int32(online.MODES.index("explore"))
     return [measure(name, config.preset, "train", jax.jit(train, donate_argnums=0), state,
-                    replay_state, key, k=c.grad_steps, loop=k_step_loop()),
+                    replay_state, key, k=c.grad_steps, loop=k_step_loop(agent.wm.straight_line)),
             measure(name, config.preset, "act", jax.jit(agent.act), state,
                     agent.initial_carry(num_envs), obs, key, explore)]
 
@@ -192,10 +192,9 @@ def cascade_rows(preset: str) -> list:
     key = jax.random.PRNGKey(0)
     state = jax.eval_shape(learner.init, key)
     capacity = (d.deployments + 1) * (d.steps_per_deployment // num_envs)   # as `train.run`
-    has_convs = any(len(shape) == 3 for _, shape in learner.wm.obs_shapes)  # as `_train`
     return [measure("cascade", preset, "Learner.train", learner.train, state,
                     abstract_replay(spec, capacity, num_envs), key, explore=True,
-                    k=d.model_grad_steps, loop=k_step_loop(None if has_convs else False)),
+                    k=d.model_grad_steps, loop=k_step_loop(learner.wm.straight_line)),
             measure("cascade", preset, "Learner.act", learner.act, state.wm.params,
                     state.population.members.actor.params, learner.wm.initial_carry(num_envs),
                     obs, key, random=False)]
