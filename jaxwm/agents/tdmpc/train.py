@@ -36,7 +36,8 @@ RECORD_KEYS = ("vector", "action", "reward", "is_first", "is_last", "is_terminal
 # ------------------------------------------------------------------------------------------------
 # Environment helpers
 # ------------------------------------------------------------------------------------------------
-EXTENDABLE = ("run.env_steps", "run.progress_bar")  # fields a resumed run may change
+# fields a resumed run may change: the budget and what neither training nor its records see
+EXTENDABLE = ("run.env_steps", "run.progress_bar", "run.checkpoints_to_keep")
 
 
 def make_env(env_config: ml_collections.ConfigDict, seed: int, num_envs: int | None = None):
