@@ -20,7 +20,7 @@ import tempfile
 
 import jax
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from experiments.configs import cascade, dreamer, fowm, plan2explore, tdmpc, world_model
@@ -255,6 +255,7 @@ def test_overrides_are_user_errors_or_build(binary, dataset_path, stop_before_wr
         del stop_before_writing[:]
         call(binary, config, old)               # refused, or the same config: resumable
         built = bool(stop_before_writing)       # validation and building passed
+        event("built" if built else "refused before building")   # --hypothesis-show-statistics
         assert snapshot(old) == before
         # an empty workdir: validation and building decide alone
         assert call(binary, config, new) == ("past" if built else "user")
