@@ -1,9 +1,9 @@
 """A run's workdir is its contract: validate the config, then match the saved one, then write.
 
 Every binary, inside `user_errors()` and before it writes anything:
-1. range-checks the whole config (`check_values`): sizes and counts are positive integers, rates
-   and scales finite and in their ranges, naming `field=value` and the allowed range; the env
-   name and suite options exist;
+1. range-checks the whole config (`check_values`): sizes and counts are positive integers (and
+   every integer fits in int32), rates and scales finite and in their ranges, naming
+   `field=value` and the allowed range; the env name and suite options exist;
 2. builds its env and agent (their own checks name bad fields and allowed values);
 3. if `workdir/config.json` exists, requires the same config except the `extendable` fields
    (e.g. more env steps) (`check_saved_config`), else refuses the run listing the differing
@@ -33,6 +33,12 @@ ZERO_OK = re.compile(
     r"^(seed|prefill|seed_steps|eval_episodes|eval_every|every|video_every|pretrain_updates|"
     r"std_schedule_steps|imag_starts|deployments|num_devices|policy_updates|max_episode_steps|"
     r"checkpoints_to_keep|pretrain)$")
+# Every integer is at most int32's maximum: sizes, counts and seeds end up as JAX int32 shapes
+# and indices and as envpool's C ints.
+INT_MAX = 2**31 - 1
+# Layer counts (last name) are at most MAX_LAYERS: networks build a tuple of their layer sizes.
+LAYERS = re.compile(r"^(layers|.*_layers)$")
+MAX_LAYERS = 1024
 # Float fields with a closed range [low, high] (last name); others must be finite and >= 0
 # unless listed in ANY_SIGN.
 FLOAT_RANGES = {
@@ -70,6 +76,10 @@ def check_ranges(config: ml_collections.ConfigDict) -> None:
             low = 0 if ZERO_OK.match(name) else 1
             if value < low:
                 raise UserError(f"{path}={value}: must be an integer >= {low}")
+            if value > INT_MAX:
+                raise UserError(f"{path}={value}: must be an integer <= {INT_MAX} (int32)")
+            if LAYERS.match(name) and value > MAX_LAYERS:
+                raise UserError(f"{path}={value}: must be an integer in [1, {MAX_LAYERS}]")
             continue
         if not math.isfinite(value):
             raise UserError(f"{path}={value}: must be finite")

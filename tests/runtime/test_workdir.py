@@ -20,6 +20,14 @@ from jaxwm.runtime.logging import save_config
     ("deploy.batch_size", -1, "deploy.batch_size=-1: must be an integer >= 1"),
     ("model.deter", -5, "model.deter=-5: must be an integer >= 1"),
     ("model.deter", 0, "model.deter=0: must be an integer >= 1"),
+    # past int32 (envpool's C ints, JAX shapes), networks deeper than MAX_LAYERS (found by
+    # tests/runtime/test_config_fuzz.py: TypeError, MemoryError)
+    ("env.overrides.max_episode_steps", 2**31,
+     "env.overrides.max_episode_steps=2147483648: must be an integer <= 2147483647"),
+    ("deploy.seq_len", 2**63, "deploy.seq_len=9223372036854775808: must be an integer <= "),
+    ("behavior.actor_layers", 2**31 - 1,
+     r"behavior.actor_layers=2147483647: must be an integer in \[1, 1024\]"),
+    ("disag.layers", 1025, r"disag.layers=1025: must be an integer in \[1, 1024\]"),
     # rates, probabilities and scales
     ("model.lr", 0.0, "model.lr=0.0: must be > 0"),
     ("model.lr", math.nan, "model.lr=nan: must be finite"),
