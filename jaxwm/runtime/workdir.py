@@ -39,6 +39,9 @@ INT_MAX = 2**31 - 1
 # Layer counts (last name) are at most MAX_LAYERS: networks build a tuple of their layer sizes.
 LAYERS = re.compile(r"^(layers|.*_layers)$")
 MAX_LAYERS = 1024
+# Seeds are at most MAX_SEED: binaries derive env seeds such as seed * 1000 + deployment and
+# seed + 20_000, which envpool needs below 2**31.
+MAX_SEED = 2**20
 # Float fields with a closed range [low, high] (last name); others must be finite and >= 0
 # unless listed in ANY_SIGN.
 FLOAT_RANGES = {
@@ -80,6 +83,8 @@ def check_ranges(config: ml_collections.ConfigDict) -> None:
                 raise UserError(f"{path}={value}: must be an integer <= {INT_MAX} (int32)")
             if LAYERS.match(name) and value > MAX_LAYERS:
                 raise UserError(f"{path}={value}: must be an integer in [1, {MAX_LAYERS}]")
+            if name == "seed" and value > MAX_SEED:
+                raise UserError(f"{path}={value}: must be an integer in [0, {MAX_SEED}]")
             continue
         if not math.isfinite(value):
             raise UserError(f"{path}={value}: must be finite")

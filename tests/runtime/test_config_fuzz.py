@@ -142,6 +142,8 @@ def smoke_config(binary: str, dataset_path: str):
     config = BINARIES[binary][0].get_config("smoke")
     if binary == "fowm":
         config.dataset.path = dataset_path
+    if binary == "world_model":   # 0 = all 8 simulated devices, which 2 envs do not divide
+        config.num_devices = 1
     return config
 
 

@@ -34,11 +34,15 @@ from jaxwm.runtime.logging import save_config
     ("behavior.discount", 1.5, r"behavior.discount=1.5: must be in \[0.0, 1.0\]"),
     ("cascade.diversity_scale", 2.0, r"cascade.diversity_scale=2.0: must be in \[0.0, 1.0\]"),
     ("behavior.actor_ent", -1e-3, "behavior.actor_ent=-0.001: must be >= 0"),
+    ("seed", 2**21, r"seed=2097152: must be an integer in \[0, 1048576\]"),  # env seeds < 2**31
 ])
 def test_ranges_name_field_value_and_allowed_range(field, value, message):
     config = cascade_config("smoke")
-    block, name = field.rsplit(".", 1)
-    config[block][name] = value
+    *blocks, name = field.split(".")
+    target = config
+    for block in blocks:
+        target = target[block]
+    target[name] = value
     with pytest.raises(workdir.UserError, match=message):
         workdir.check_ranges(config)
 
