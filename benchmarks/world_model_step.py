@@ -1,13 +1,17 @@
-"""World-model training throughput per preset: gradient steps/s and env frames/s.
+"""World-model training throughput per preset: step time, FLOP utilization, compile seconds.
 
   python benchmarks/world_model_step.py --presets=smoke,cpu --out=benchmarks/results
 
-For each preset:
-- one jitted call of K gradient steps on a [T, B] batch of 64x64 Atari-shaped data, comparing
-  the space-to-depth CNN with DreamerV2's strided CNN on the same machine and shapes (a ratio
-  measured in one run), and `wm.train_steps` (straight-line K steps on CPU,
-  `jaxwm.utils.scan_gradient_steps`) with the same K steps in a `lax.scan` while loop;
-  `frames/s` = T * B * steps/s (replayed frames);
+For each preset, on a [T, B] batch of 64x64 gray Atari-shaped data (DreamerV2's CNN):
+- one jitted call of K gradient steps with the convs in the 'phase' lowering (stride-1 form,
+  `jaxwm.nn.conv`) and in XLA's native strided convs: seconds per step, the ratio native / phase
+  measured in one run, and the first call's compile seconds (persistent cache off);
+- FLOPs per step from XLA's cost analysis of the compiled native program (the model's FLOPs; the
+  phase form adds multiplications by zero taps, not counted), achieved FLOP/s, and as the
+  reference the same run's jitted f32 matmul (`--matmul`^2 x `--matmul`): utilization =
+  achieved / matmul FLOP/s;
+- `wm.train_steps` (straight-line K steps on CPU, `jaxwm.utils.scan_gradient_steps`) vs the same
+  K steps in a `lax.scan` while loop;
 - the loop of `experiments/world_model.py` on --env (random actions from envpool into the device
   replay, a training call every `train.train_every` steps per env, the preset's sizes): env
   frames/s with training vs the same loop without training calls.
@@ -37,19 +41,37 @@ flags.DEFINE_list("presets", ["smoke", "cpu"],
 flags.DEFINE_integer("batch_size", 16, "sequences per step")
 flags.DEFINE_integer("seq_len", 16, "steps per sequence")
 flags.DEFINE_integer("grad_steps", 2, "K gradient steps per jitted call")
-flags.DEFINE_integer("repeats", 3, "timed calls after the compile call")
+flags.DEFINE_integer("repeats", 5, "timed calls after the compile call (median reported)")
 flags.DEFINE_integer("rolled_repeats", 1, "timed calls of the lax.scan variant (0: skip it)")
+flags.DEFINE_integer("matmul", 1024, "size n of the reference n x n f32 matmul")
 flags.DEFINE_string("env", "Pong-v5", "env of the training-loop measurement")
 flags.DEFINE_integer("loop_steps", 100, "timed steps per env of the training loop")
 flags.DEFINE_string("out", "benchmarks/results", "directory for world_model_step.json")
 FLAGS = flags.FLAGS
 
 
-def time_preset(preset: str, cnn_impl: str, rolled: bool = False, repeats: int = 0) -> dict:
-    """Gradient steps/s of K-step training calls; `rolled`: the K steps inside a `lax.scan`
-    while loop instead of `wm.train_steps` (straight-line code on CPU)."""
+def _median_seconds(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def matmul_flops_per_s(n: int, repeats: int = 10) -> float:
+    """FLOP/s of a jitted f32 n x n matmul (2 n^3 FLOPs), median of `repeats` calls."""
+    a = jax.random.normal(jax.random.PRNGKey(0), (n, n))
+    mm = jax.jit(lambda a, b: a @ b)
+    jax.block_until_ready(mm(a, a))
+    return 2 * n ** 3 / _median_seconds(lambda: mm(a, a), repeats)
+
+
+def time_preset(preset: str, lowering: str, rolled: bool = False, repeats: int = 0) -> dict:
+    """Seconds per gradient step of K-step training calls (median over calls); `rolled`: the K
+    steps inside a `lax.scan` while loop instead of `wm.train_steps` (straight-line on CPU)."""
     config = apply_preset(model_config(), preset)
-    config.cnn_impl = cnn_impl
+    config.conv_lowering = lowering
     obs_space = {"image": SimpleNamespace(shape=(64, 64, 1), dtype=np.uint8)}
     wm = WorldModel(config, obs_space, SimpleNamespace(discrete=True, size=6))
     k, t, b = FLAGS.grad_steps, FLAGS.seq_len, FLAGS.batch_size
@@ -65,20 +87,19 @@ def time_preset(preset: str, cnn_impl: str, rolled: bool = False, repeats: int =
             return jax.lax.scan(lambda s, x: wm.train_step(s, *x)[:2], state, xs)
     else:
         train_steps = wm.train_steps
-    step = jax.jit(train_steps, donate_argnums=0)
+    key = jax.random.PRNGKey(1)
     start = time.perf_counter()
-    state, metrics = step(state, batches, jax.random.PRNGKey(1))
-    jax.block_until_ready(metrics)
+    step = jax.jit(train_steps).lower(state, batches, key).compile()
     compile_s = time.perf_counter() - start
-    start = time.perf_counter()
-    repeats = repeats or FLAGS.repeats
-    for i in range(repeats):
-        state, metrics = step(state, batches, jax.random.PRNGKey(2 + i))
-    jax.block_until_ready(metrics)
-    seconds = (time.perf_counter() - start) / (repeats * k)
-    return {"preset": preset, "cnn_impl": cnn_impl + (" (lax.scan)" if rolled else ""),
-            "compile_s": round(compile_s, 2), "grad_steps_per_s": 1.0 / seconds,
-            "frames_per_s": t * b / seconds}
+    cost = step.cost_analysis()
+    flops = (cost[0] if isinstance(cost, list) else cost).get("flops", float("nan")) / k
+    jax.block_until_ready(step(state, batches, key))
+    seconds = _median_seconds(lambda: step(state, batches, key),
+                              repeats or FLAGS.repeats) / k
+    return {"preset": preset, "lowering": lowering + (" (lax.scan)" if rolled else ""),
+            "compile_s": round(compile_s, 2), "seconds_per_step": seconds,
+            "grad_steps_per_s": 1.0 / seconds, "frames_per_s": t * b / seconds,
+            "xla_flops_per_step": flops}
 
 
 def time_training_loop(preset: str) -> dict:
@@ -118,25 +139,33 @@ def time_training_loop(preset: str) -> dict:
 
 def main(argv):
     del argv
+    jax.config.update("jax_enable_compilation_cache", False)  # compile seconds from scratch
     rows, loops = [], []
     for preset in FLAGS.presets:
-        fast, strided = (time_preset(preset, impl) for impl in ("space_to_depth", "strided"))
-        fast["speedup_vs_strided"] = fast["grad_steps_per_s"] / strided["grad_steps_per_s"]
-        new = [fast, strided]
+        phase, native = (time_preset(preset, lowering) for lowering in ("phase", "native"))
+        matmul = matmul_flops_per_s(FLAGS.matmul)
+        for r in (phase, native):  # the model's FLOPs (native count) per second of each
+            r["model_flops_per_s"] = native["xla_flops_per_step"] / r["seconds_per_step"]
+            r["matmul_flops_per_s"] = matmul
+            r["matmul_utilization"] = r["model_flops_per_s"] / matmul
+        phase["speedup_vs_native"] = native["seconds_per_step"] / phase["seconds_per_step"]
+        new = [phase, native]
         if FLAGS.rolled_repeats:
-            rolled = time_preset(preset, "space_to_depth", rolled=True,
-                                 repeats=FLAGS.rolled_repeats)
-            fast["speedup_vs_lax_scan"] = fast["grad_steps_per_s"] / rolled["grad_steps_per_s"]
+            rolled = time_preset(preset, "phase", rolled=True, repeats=FLAGS.rolled_repeats)
+            phase["speedup_vs_lax_scan"] = rolled["seconds_per_step"] / phase["seconds_per_step"]
             new.append(rolled)
         rows += new
         for r in new:
-            print(f"{r['preset']:>6} {r['cnn_impl']:>15}: {r['grad_steps_per_s']:7.2f} steps/s "
-                  f"{r['frames_per_s']:9.0f} frames/s (compile {r['compile_s']} s)")
-        print(f"{preset:>6} space_to_depth / strided speed ratio: "
-              f"{fast['speedup_vs_strided']:.2f}x")
-        if "speedup_vs_lax_scan" in fast:
-            print(f"{preset:>6} straight-line / lax.scan speed ratio: "
-                  f"{fast['speedup_vs_lax_scan']:.1f}x")
+            util = (f"{r['model_flops_per_s'] / 1e9:5.1f} GFLOP/s = "
+                    f"{100 * r['matmul_utilization']:3.0f}% of matmul, "
+                    if "matmul_utilization" in r else "")
+            print(f"{r['preset']:>6} {r['lowering']:>18}: {r['seconds_per_step']:.3f} s/step, "
+                  f"{util}compile {r['compile_s']} s")
+        print(f"{preset:>6} {native['xla_flops_per_step'] / 1e9:.2f} GFLOP/step; native / phase "
+              f"time: {phase['speedup_vs_native']:.2f}x; f32 matmul {matmul / 1e9:.0f} GFLOP/s")
+        if "speedup_vs_lax_scan" in phase:
+            print(f"{preset:>6} lax.scan / straight-line time: "
+                  f"{phase['speedup_vs_lax_scan']:.2f}x")
         r = time_training_loop(preset)
         loops.append(r)
         print(f"{preset:>6} training loop on {r['env']}: {r['env_frames_per_s']:.0f} env frames/s "

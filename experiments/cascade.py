@@ -6,7 +6,8 @@ losses, zero-shot returns), TensorBoard events, checkpoints/ (resumes at the las
 deployment) and plots/metrics.png under --workdir.
 """
 from jaxwm.agents.cascade import train as deployments
+from jaxwm.agents.cascade.config import PRESETS
 from jaxwm.runtime import cli
 
 if __name__ == "__main__":
-    cli.run("cascade", deployments.run, "CASCADE", print_summary=False)
+    cli.run("cascade", deployments.run, "CASCADE", PRESETS, print_summary=False)

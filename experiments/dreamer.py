@@ -5,7 +5,8 @@ Writes config.json, metrics.jsonl, TensorBoard events (tb/), checkpoints/ (a kil
 from the same --workdir), plots/ and videos/ (real vs open-loop imagined frames, image tasks).
 """
 from jaxwm.agents.dreamer.train import train_and_evaluate
+from jaxwm.agents.dreamer.config import AGENT_PRESETS
 from jaxwm.runtime import cli
 
 if __name__ == "__main__":
-    cli.run("dreamer", train_and_evaluate, "Dreamer")
+    cli.run("dreamer", train_and_evaluate, "Dreamer", AGENT_PRESETS)

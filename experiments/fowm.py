@@ -8,7 +8,8 @@ phase) and plots/return.png (offline evaluations, then the online curve from the
 score at env step 0).
 """
 from jaxwm.agents.fowm.train import train_and_evaluate
+from jaxwm.agents.fowm.config import PRESETS
 from jaxwm.runtime import cli
 
 if __name__ == "__main__":
-    cli.run("fowm", train_and_evaluate, "FOWM")
+    cli.run("fowm", train_and_evaluate, "FOWM", PRESETS)

@@ -6,7 +6,8 @@ Writes config.json, metrics.jsonl (incl. coverage/cells on MiniGrid and zero_sho
 returns), TensorBoard events (tb/), checkpoints/ (resumable), plots/ and videos/ under --workdir.
 """
 from jaxwm.agents.plan2explore.train import train_and_evaluate
+from jaxwm.agents.plan2explore.config import PRESETS
 from jaxwm.runtime import cli
 
 if __name__ == "__main__":
-    cli.run("plan2explore", train_and_evaluate, "Plan2Explore")
+    cli.run("plan2explore", train_and_evaluate, "Plan2Explore", PRESETS)

@@ -5,7 +5,8 @@
 Writes config.json, metrics.jsonl, TensorBoard events (tb/), checkpoints/ (resumable), plots/
 and videos/ (real vs open-loop imagined frames) under --workdir.
 """
+from jaxwm.agents.dreamer.config import PRESETS
 from jaxwm.runtime import cli, world_model_training
 
 if __name__ == "__main__":
-    cli.run("world_model", world_model_training.train, "world-model")
+    cli.run("world_model", world_model_training.train, "world-model", PRESETS)

@@ -24,11 +24,13 @@ def scan_gradient_steps(body, state, xs, straight_line: bool | None = None):
     return state, jax.tree.map(lambda *o: jnp.stack(o), *outs)
 
 
-def train_on_batches(step, state, batches, key):
+def train_on_batches(step, state, batches, key, straight_line: bool | None = None):
     """K gradient steps `step(state, batch, key) -> (state, metrics)` scanned over batches
-    [K, ...] (leading axis K) with keys split from `key`; returns (state, mean metrics)."""
+    [K, ...] (leading axis K) with keys split from `key`; returns (state, mean metrics).
+    `straight_line` as in `scan_gradient_steps`."""
     keys = jax.random.split(key, jax.tree.leaves(batches)[0].shape[0])
-    state, metrics = scan_gradient_steps(lambda s, xs: step(s, *xs), state, (batches, keys))
+    state, metrics = scan_gradient_steps(lambda s, xs: step(s, *xs), state, (batches, keys),
+                                         straight_line)
     return state, jax.tree.map(jnp.mean, metrics)
 
 

@@ -161,7 +161,11 @@ class DmcStateEnv(EnvpoolEnv):
 
     def _pool_kwargs(self, o):
         repeat = o['action_repeat']
-        return dict(max_episode_steps=(o['max_episode_steps'] or 1000 // repeat) * repeat)
+        limit = (o['max_episode_steps'] or 1000 // repeat) * repeat
+        if limit >= 2**31:   # envpool's time limit is a C int
+            raise ValueError(f"{self.name}: overrides max_episode_steps={o['max_episode_steps']} "
+                             f"* action_repeat={repeat} = {limit} control steps must be < 2**31.")
+        return dict(max_episode_steps=limit)
 
     def _obs_space(self, o):
         spaces = self._pool.observation_space.spaces

@@ -47,24 +47,38 @@ def supported_ids() -> list:
     return sorted(_envpool_ids()) + list(_dmc_ids())
 
 
-def make(name: str, num_envs: int, seed: int = 0, **overrides) -> base.Env:
-    """Builds a batch of `num_envs` environments `name` (see the module docstring) seeded by
-    `seed`. `overrides` are suite options (e.g. size=64, action_repeat=2, obs='image'|'vector',
-    max_episode_steps=...); each suite class documents its own in `OPTIONS`.
-    Raises ValueError for an unknown name (listing close matches) or a bad override."""
+def env_class(name: str) -> type:
+    """The suite class that builds `name`; ValueError for an unknown name (listing close
+    matches) or a Craftax id on an envpool without Craftax."""
     if name.startswith('dmc:'):
         if name in _dmc_ids():
             from jaxwm.envs import dmc_pixels
-            return dmc_pixels.DmcPixelsEnv(name, num_envs, seed, **overrides)
+            return dmc_pixels.DmcPixelsEnv
     elif name in _envpool_ids():
         if name in _CRAFTAX and not craftax_available():
             import envpool
             raise ValueError(f'{name} needs envpool >= {CRAFTAX_ENVPOOL} (installed: '
                              f'{envpool.__version__}), whose wheels need Python >= 3.12: '
                              'rebuild .venv with python3.12')
-        return _envpool_ids()[name](name, num_envs, seed, **overrides)
+        return _envpool_ids()[name]
     candidates = _dmc_ids() if name.startswith('dmc:') else supported_ids()
     close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.5)
     hint = f' Close matches: {close}.' if close else ''
     raise ValueError(f'Unknown environment name {name!r}.{hint} See '
                      f'jaxwm.envs.supported_ids() for all {len(supported_ids())} names.')
+
+
+def check(name: str, **overrides) -> None:
+    """ValueError for what `make(name, ..., **overrides)` would refuse (the name or a suite
+    option), without building an environment."""
+    cls = env_class(name)
+    options = cls.options(name) if hasattr(cls, 'options') else cls.OPTIONS
+    base.resolve_options(name, options, overrides)
+
+
+def make(name: str, num_envs: int, seed: int = 0, **overrides) -> base.Env:
+    """Builds a batch of `num_envs` environments `name` (see the module docstring) seeded by
+    `seed`. `overrides` are suite options (e.g. size=64, action_repeat=2, obs='image'|'vector',
+    max_episode_steps=...); each suite class documents its own in `OPTIONS`.
+    Raises ValueError for an unknown name (listing close matches) or a bad override."""
+    return env_class(name)(name, num_envs, seed, **overrides)

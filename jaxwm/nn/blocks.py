@@ -9,6 +9,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxwm.nn.conv import Conv2
+
 ACTIVATIONS: dict[str, Callable] = {
     "elu": nn.elu,
     "relu": nn.relu,
@@ -64,85 +66,46 @@ class MLP(nn.Module):
         return x
 
 
-CNN_IMPLS = ("strided", "space_to_depth")
-
-
-def space_to_depth(x):
-    """[N, H, W, C] -> [N, H/2, W/2, 4C]."""
-    n, h, w, c = x.shape
-    return x.reshape(n, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(
-        n, h // 2, w // 2, 4 * c)
-
-
-def depth_to_space(x):
-    """[N, H, W, 4C] -> [N, 2H, 2W, C] (inverse of `space_to_depth`)."""
-    n, h, w, c = x.shape
-    return x.reshape(n, h, w, 2, 2, c // 4).transpose(0, 1, 3, 2, 4, 5).reshape(
-        n, 2 * h, 2 * w, c // 4)
-
-
-def _check_impl(impl):
-    if impl not in CNN_IMPLS:
-        raise ValueError(f"cnn_impl={impl!r} is not one of {CNN_IMPLS}")
-
-
 class ConvEncoder(nn.Module):
-    """Image encoder with 4 stride-2 stages of widths depth * (1, 2, 4, 8).
-
-    impl='strided': DreamerV2's convs (kernel 4, stride 2, VALID) -> [..., 2 * 2 * 8 * depth].
-    impl='space_to_depth': 2x2 space-to-depth then a 3x3 stride-1 conv per stage -> [..., 4 * 4 *
-    8 * depth]; same downsampling without strided-conv gradients, which are slow on XLA:CPU
-    (~4x faster training here).
-    image: uint8 or float [..., 64, 64, C]; pixels are scaled to [-0.5, 0.5].
+    """DreamerV2's image encoder: 4 convs (kernel 4, stride 2, VALID) of widths depth * (1, 2, 4,
+    8). image: uint8 or float [..., 64, 64, C], pixels scaled to [-0.5, 0.5] -> [..., 2 * 2 * 8 *
+    depth]. `lowering`: how the convs are computed ('auto': the stride-1 'phase' form on CPU,
+    native convs on GPU/TPU; same function and parameters, see `jaxwm.nn.conv`).
     """
     depth: int = 48
     act: str = "elu"
-    impl: str = "strided"
+    lowering: str = "auto"
 
     @nn.compact
     def __call__(self, image):
-        _check_impl(self.impl)
         act = get_activation(self.act)
         lead = image.shape[:-3]
         x = image.reshape((-1,) + image.shape[-3:]).astype(jnp.float32) / 255.0 - 0.5
-        for mult in (1, 2, 4, 8):
-            if self.impl == "strided":
-                x = nn.Conv(self.depth * mult, (4, 4), strides=(2, 2), padding="VALID")(x)
-            else:
-                x = nn.Conv(self.depth * mult, (3, 3), padding="SAME")(space_to_depth(x))
-            x = act(x)
+        for i, mult in enumerate((1, 2, 4, 8)):
+            x = act(Conv2(self.depth * mult, 4, self.lowering, name=f"Conv_{i}")(x))
         return x.reshape(lead + (-1,))
 
 
 class ConvDecoder(nn.Module):
-    """Image decoder mirroring `ConvEncoder`: features [..., F] -> mean [..., 64, 64, channels].
-
-    impl='strided': DreamerV2's dense to 32 * depth and transposed convs (kernels 5, 5, 6, 6).
-    impl='space_to_depth': dense to 4x4x(8 * depth), then per stage a 3x3 conv to 4x the width
-    and depth-to-space. Output in the [-0.5, 0.5] pixel scale.
+    """DreamerV2's image decoder: features [..., F] -> dense to 32 * depth at 1x1, then
+    transposed convs (kernels 5, 5, 6, 6, stride 2) -> mean [..., 64, 64, channels] in the
+    [-0.5, 0.5] pixel scale; `lowering` as in `ConvEncoder`.
     """
     channels: int = 3
     depth: int = 48
     act: str = "elu"
-    impl: str = "strided"
+    lowering: str = "auto"
 
     @nn.compact
     def __call__(self, features):
-        _check_impl(self.impl)
         act = get_activation(self.act)
         lead = features.shape[:-1]
-        flat = features.reshape((-1, features.shape[-1]))
+        x = nn.Dense(32 * self.depth)(features.reshape((-1, features.shape[-1])))
+        x = x.reshape((-1, 1, 1, 32 * self.depth))
         widths = (self.depth * 4, self.depth * 2, self.depth, self.channels)
-        if self.impl == "strided":
-            x = nn.Dense(32 * self.depth)(flat).reshape((-1, 1, 1, 32 * self.depth))
-            for i, (width, kernel) in enumerate(zip(widths, (5, 5, 6, 6))):
-                x = nn.ConvTranspose(width, (kernel, kernel), strides=(2, 2), padding="VALID")(x)
-                x = act(x) if i < 3 else x
-        else:
-            x = nn.Dense(4 * 4 * 8 * self.depth)(flat).reshape((-1, 4, 4, 8 * self.depth))
-            for i, width in enumerate(widths):
-                x = depth_to_space(nn.Conv(4 * width, (3, 3), padding="SAME")(x))
-                x = act(x) if i < 3 else x
+        for i, (width, kernel) in enumerate(zip(widths, (5, 5, 6, 6))):
+            x = Conv2(width, kernel, self.lowering, transpose=True, name=f"ConvTranspose_{i}")(x)
+            x = act(x) if i < 3 else x
         return x.reshape(lead + x.shape[1:])
 
 

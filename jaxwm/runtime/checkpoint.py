@@ -13,7 +13,10 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
 from etils import epath
+
+from jaxwm.runtime.workdir import UserError
 
 _STATE, _METADATA = "state", "metadata"
 
@@ -98,12 +101,37 @@ class Checkpointer:
         return restored[_STATE], dict(restored[_METADATA] or {})
 
     def restore_latest(self, target: Any) -> tuple[int, Any, dict] | None:
-        """(step, pytree, metadata) of the newest complete checkpoint, or None if there is none."""
-        step = self.latest_step()
-        if step is None:
-            return None
-        state, metadata = self.restore(step, target)
-        return step, state, metadata
+        """(step, pytree, metadata) of the newest checkpoint that restores, or None if there is
+        none. A checkpoint that fails to restore (truncated or garbage files, an emptied step
+        directory) is renamed `<step>.corrupt`, with a one-line warning naming it, and the next
+        older one is tried; if every one fails, a UserError lists them."""
+        failures = []
+        for step in reversed(self.all_steps()):
+            try:
+                state, metadata = self.restore(step, target)
+            except Exception as e:  # noqa: BLE001 - any unreadable checkpoint falls back
+                reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200]}" if str(
+                    e).strip() else type(e).__name__
+                failures.append(f"step {step} ({reason})")
+                continue
+            for bad in failures:
+                logging.warning("checkpoint %s in %s could not be restored; resuming from step %d "
+                                "(the bad one is kept as <step>.corrupt)", bad, self.directory,
+                                step)
+            self._set_aside(len(failures))
+            return step, state, metadata
+        if failures:
+            raise UserError(f"no checkpoint in {self.directory} restores: {'; '.join(failures)}; "
+                            "delete that directory to start over, or choose a new --workdir")
+        return None
+
+    def _set_aside(self, count: int) -> None:
+        """Rename the newest `count` steps to `<step>.corrupt` (never listed as steps again)."""
+        for step in list(reversed(self.all_steps()))[:count]:
+            path = self.directory / str(step)
+            path.rename(self.directory / f"{step}.corrupt")
+        if count:
+            self._manager.reload()
 
     def wait(self) -> None:
         """Blocks until pending background saves are written."""

@@ -1,27 +1,34 @@
 """The shared entry point of the experiment binaries in `experiments/`.
 
 Each binary is `--config=experiments/configs/<name>.py:<preset> [--config.<field>=...]` plus
-`--workdir` (a rerun with the same workdir resumes); its module docstring is the `--help` text.
-Compiled programs are kept in JAX's persistent compilation cache (`--compilation_cache`), so a
-rerun or a resumed run skips the compiles of the first calls.
+`--workdir` (a rerun with the same config resumes; `jaxwm.runtime.workdir`); `--help` shows
+its module docstring, these flags, the presets and an example. Compiled programs are kept in
+JAX's persistent compilation cache (`--compilation_cache`), so a rerun or a resumed run skips
+the compiles of the first calls. User errors (a bad flag or config value, env name, dataset,
+a workdir of another run) print one line `error: ...` and exit with status 2.
 """
 import os
-from typing import Any, Callable, Mapping, Optional
+import sys
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import jax
 from absl import app, flags
 from ml_collections import config_flags
 
 from jaxwm.runtime.logging import quiet_libraries
+from jaxwm.runtime.workdir import UserError
 
 TrainFn = Callable[[Any, str], Optional[Mapping[str, Any]]]
 
 
-def run(name: str, train_fn: TrainFn, description: str, print_summary: bool = True) -> None:
+def run(name: str, train_fn: TrainFn, description: str, presets: Sequence[str] = (),
+        print_summary: bool = True) -> None:
     """Defines --config and --workdir, then runs `train_fn(config, workdir)` under absl and prints
     the summary dict it returns."""
     config_flags.DEFINE_config_file("config", f"experiments/configs/{name}.py:cpu",
                                     f"{description} config file with a preset")
+    main_module = sys.modules["__main__"]
+    main_module.__doc__ = (main_module.__doc__ or "") + usage(name, presets)
     flags.DEFINE_string("workdir", f"runs/{name}", "output directory (resumes if it exists)")
     flags.DEFINE_string(
         "compilation_cache", default_cache_dir(), "directory of JAX's persistent compilation "
@@ -32,11 +39,43 @@ def run(name: str, train_fn: TrainFn, description: str, print_summary: bool = Tr
             raise app.UsageError(f"unexpected arguments: {argv[1:]}")
         quiet_libraries()
         enable_compilation_cache(flags.FLAGS.compilation_cache)
-        summary = train_fn(flags.FLAGS.config, flags.FLAGS.workdir)
+        try:
+            summary = train_fn(flags.FLAGS.config, flags.FLAGS.workdir)
+        except UserError as e:
+            exit_user_error(e)
         if print_summary:
             print({k: round(v, 3) if isinstance(v, float) else v for k, v in summary.items()})
 
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
+
+
+def usage(name: str, presets: Sequence[str]) -> str:
+    """The flags part of a binary's --help text."""
+    return (f"\nFlags:\n  --config=experiments/configs/{name}.py:<preset>   presets: "
+            f"{', '.join(presets) or 'see the config file'}\n"
+            "      any field can be overridden: --config.seed=1 (a run's fields: its config.json)\n"
+            f"  --workdir=runs/{name}   outputs; rerunning with the same config resumes there\n"
+            "  --compilation_cache=DIR   JAX's persistent compilation cache ('' turns it off)\n"
+            f"Example:\n  python experiments/{name}.py --config=experiments/configs/{name}.py:"
+            f"smoke --workdir=/tmp/{name}_smoke\n")
+
+
+def exit_user_error(error: Exception) -> None:
+    """Print `error: <message>` on one line to stderr and exit with status 2."""
+    print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+    sys.exit(2)
+
+
+def parse_flags(argv: list) -> list:
+    """absl's flag parsing with one-line errors (exit 2) for an unknown flag, an unknown or
+    badly typed --config.<field>, or an unreadable config file."""
+    try:
+        return flags.FLAGS(argv)
+    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+        message = str(e)
+        if isinstance(e, AttributeError):
+            message = f"unknown config field {message.strip(chr(34) + chr(39))}"
+        exit_user_error(UserError(message))
 
 
 def default_cache_dir() -> str:

@@ -57,20 +57,22 @@ class RunLogger:
     """Appends metrics to `metrics.jsonl`, TensorBoard events, and a tqdm bar with ETA.
 
     total: the number of steps the bar counts (env steps, deployments, ...); `start` resumes it.
-    keep_through: on resume, the last step whose record the restored checkpoint covers: later
-    records (logged before a kill, and about to be logged again) are dropped, so that no step
-    is recorded twice (None: keep all). A partial last line (a kill mid-write) is always
-    dropped, with a warning. Metrics whose name ends in `loss` are checked for NaN/inf.
+    keep_records: how many records the restored checkpoint covers (`records` at its save; 0 for
+    a fresh run): later ones (logged before a kill, and about to be logged again) are dropped,
+    so that no step is recorded twice (None: keep all). A partial last line (a kill mid-write)
+    is always dropped, with a warning. A run logs a step's record before it saves that step's
+    checkpoint with `records` in its metadata. Metrics whose name ends in `loss` are checked
+    for NaN/inf.
     """
 
     def __init__(self, workdir: str, total: int | None = None, start: int = 0,
                  desc: str = "train", show_keys: tuple = (), enable_bar: bool = True,
-                 keep_through: int | None = None):
+                 keep_records: int | None = None):
         os.makedirs(workdir, exist_ok=True)
         self.workdir = workdir
         self.metrics_path = os.path.join(workdir, "metrics.jsonl")
-        if os.path.exists(self.metrics_path):
-            _rewrite_records(self.metrics_path, keep_through)
+        self.records = (_rewrite_records(self.metrics_path, keep_records)
+                        if os.path.exists(self.metrics_path) else 0)
         self._file = open(self.metrics_path, "a")
         self._tb = SummaryWriter(os.path.join(workdir, "tb")) if SummaryWriter else None
         self._bar = tqdm.tqdm(total=total, initial=start, desc=desc, dynamic_ncols=True,
@@ -85,6 +87,7 @@ class RunLogger:
         values = {f"{prefix}{k}": v for k, v in values.items()}
         self._file.write(json.dumps({"step": int(step), **values}) + "\n")
         self._file.flush()
+        self.records += 1
         if self._tb is not None:
             for k, v in values.items():
                 self._tb.add_scalar(k, v, int(step))
@@ -131,10 +134,11 @@ def _parse_records(path: str) -> tuple:
     return records, partial
 
 
-def _rewrite_records(path: str, keep_through: int | None) -> None:
-    """Drop a partial last line and the records after step `keep_through` (atomic rewrite)."""
+def _rewrite_records(path: str, keep_records: int | None) -> int:
+    """Drop a partial last line and the records after the first `keep_records` (atomic
+    rewrite); returns the number kept."""
     records, partial = _parse_records(path)
-    kept = [r for r in records if keep_through is None or r.get("step", -1) <= keep_through]
+    kept = records if keep_records is None else records[:keep_records]
     if partial:
         absl_logging.warning("%s: dropped a partial last line (a run killed mid-write)", path)
     if partial or len(kept) < len(records):
@@ -142,6 +146,7 @@ def _rewrite_records(path: str, keep_through: int | None) -> None:
         with open(tmp, "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in kept)
         os.replace(tmp, path)
+    return len(kept)
 
 
 def read_metrics(workdir: str) -> list:

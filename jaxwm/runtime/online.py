@@ -32,7 +32,7 @@ from jaxwm import envs
 from jaxwm.data import replay
 from jaxwm.runtime import sharding
 from jaxwm.runtime.checkpoint import Checkpointer
-from jaxwm.runtime.logging import RunLogger, save_config
+from jaxwm.runtime.logging import RunLogger, save_config, to_python
 
 POLICIES = ("learned", "random")
 MODES = ("explore", "eval", "random")
@@ -58,6 +58,9 @@ def run_config() -> ml_collections.ConfigDict:
     c.eval_episodes = 0        # episodes with the mode policy per evaluation (0: none)
     c.num_devices = 1          # devices of the `data` mesh axis (1: no mesh)
     return c
+
+
+EXTENDABLE = ("run.steps",)   # config fields a resumed run may change (a longer run)
 
 
 def check_run_config(c: ml_collections.ConfigDict) -> None:
@@ -94,17 +97,32 @@ def sample_batches(replay_state, key, num: int, batch_size: int, seq_len: int) -
     return jax.tree.map(lambda *xs: jnp.stack(xs), *batches)
 
 
+def env_seed(seed: int, step: int) -> int:
+    """Seed of the envs a run seeded `seed` (re)creates at env step `step`: at its start and
+    after every checkpoint, in an uninterrupted run and in a resumed one alike, so that both
+    see the same episodes (a checkpoint ends the running episodes)."""
+    return (seed * 1_000_003 + step) % 2**31
+
+
 class EpisodeStats:
     """Host-side returns of finished episodes (env reward and every 'reward/<task>' label) and,
-    when the env reports 'agent_pos', the set of distinct grid cells visited (coverage)."""
+    when the env reports 'agent_pos', the set of distinct grid cells visited (coverage).
+    `checkpoint()` / `EpisodeStats(n, **saved)`: what a resumed run needs."""
 
-    def __init__(self, num_envs: int, cells=()):
+    def __init__(self, num_envs: int, cells=(), finished=(), history=()):
         self.num_envs = num_envs
         self.sums: dict = {}
         self.length = np.zeros(num_envs, np.int64)
-        self.finished: list = []           # dicts of finished episodes since the last `pop`
-        self.history: list = []            # returns of all finished episodes (env reward)
+        self.finished: list = list(finished)  # dicts of finished episodes since the last `pop`
+        self.history: list = list(history)    # returns of all finished episodes (env reward)
         self.cells = set(map(tuple, cells))
+
+    def checkpoint(self) -> dict:
+        """JSON-able state for a checkpoint's metadata; the running episodes are dropped (the
+        envs are recreated after a checkpoint)."""
+        self.sums, self.length = {}, np.zeros(self.num_envs, np.int64)
+        return {"cells": sorted(self.cells), "finished": list(self.finished),
+                "history": self.history[-1000:]}
 
     def observe(self, out: dict) -> None:
         keys = [k for k in out if k == "reward" or k.startswith("reward/")]
@@ -168,11 +186,14 @@ def run_episodes(env, act_fn: Callable, carry, key, labeler=None, max_steps: int
     return results
 
 
-def run(agent, env, config: ml_collections.ConfigDict, workdir: str, *, labeler=None,
-        eval_env_fn: Callable | None = None, on_end: Callable | None = None, periodic=(),
-        desc: str = "train", show_keys=("episode/return",)) -> dict:
-    """Train `agent` online on `env` (see module docstring) or resume from `workdir`.
+def run(agent, env_fn: Callable, config: ml_collections.ConfigDict, workdir: str, *,
+        labeler=None, eval_env_fn: Callable | None = None, on_end: Callable | None = None,
+        periodic=(), desc: str = "train", show_keys=("episode/return",)) -> dict:
+    """Train `agent` online (see module docstring) or resume from `workdir`.
 
+    env_fn(step) -> the training envs as (re)created at env step `step`, seeded
+    `env_seed(config.seed, step)`: at the start and after every checkpoint, so that a resumed
+    run logs exactly what the uninterrupted one does (the running episodes end there).
     config: a ConfigDict with `seed` and `run` (`run_config`); labeler: `.label(out)` adds
     float32 [N] keys to every env output (stored in replay); eval_env_fn() -> an env whose N
     envs each run one evaluation episode with the mode policy; on_end(state, replay_state,
@@ -184,6 +205,7 @@ def run(agent, env, config: ml_collections.ConfigDict, workdir: str, *, labeler=
     check_run_config(c)
     mesh = sharding.make_mesh(c.num_devices) if c.num_devices > 1 else None
     label_keys = tuple(f"reward/{t}" for t in labeler.tasks) if labeler is not None else ()
+    env = env_fn(0)
     spec = replay.env_spec(env, label_keys)
     key = jax.random.PRNGKey(config.seed)
     key, key_init = jax.random.split(key)
@@ -198,8 +220,7 @@ def run(agent, env, config: ml_collections.ConfigDict, workdir: str, *, labeler=
     if restored is not None:
         env_step, state, meta = restored
     save_config(config, workdir)   # only once the config is known to fit the run
-    stats = EpisodeStats(env.num_envs, meta.get("cells", ()))
-    stats.history = list(meta.get("returns", []))
+    stats = EpisodeStats(env.num_envs, **meta.get("episodes", {}))
 
     act = jax.jit(agent.act)
     mode_id = {m: jnp.int32(i) for i, m in enumerate(MODES)}
@@ -212,16 +233,27 @@ def run(agent, env, config: ml_collections.ConfigDict, workdir: str, *, labeler=
     train = jax.jit(train, donate_argnums=0)
     add = jax.jit(replay.add, donate_argnums=0)
     learn = c.policy == "learned"
-    carry = agent.initial_carry(env.num_envs)
-    out = env.reset()
-    if labeler is not None:
-        out.update(labeler.label(out))
+
+    def restart_envs(env, step):
+        """Close `env`; the envs, their first outputs and the policy carry of env step `step`."""
+        env.close()
+        env = env_fn(step)
+        out = env.reset()
+        if labeler is not None:
+            out.update(labeler.label(out))
+        return env, out, agent.initial_carry(env.num_envs)
+
+    env, out, carry = restart_envs(env, env_step)
     logger = RunLogger(workdir, total=c.steps, start=env_step, desc=desc, show_keys=show_keys,
-                       keep_through=env_step if restored is not None else -1)
+                       keep_records=meta.get("records") if restored is not None else 0)
     pretrained = bool(meta.get("pretrained", False))
-    train_due, calls, metrics, summary = 0, 0, {}, {}
-    last_log, last_video, last_eval = env_step, env_step, env_step
-    last_periodic = [env_step] * len(periodic)
+    loop = {"train_due": 0, "calls": 0, "metrics": {}, "last_log": env_step,
+            "last_video": env_step, "last_eval": env_step,
+            "last_periodic": [env_step] * len(periodic), **meta.get("loop", {})}
+    train_due, calls, metrics, last_log, last_video, last_eval, last_periodic = (
+        loop["train_due"], loop["calls"], loop["metrics"], loop["last_log"], loop["last_video"],
+        loop["last_eval"], loop["last_periodic"])
+    summary = {}
     t0, step0 = time.time(), env_step
 
     def evaluate(step):
@@ -287,9 +319,14 @@ def run(agent, env, config: ml_collections.ConfigDict, workdir: str, *, labeler=
             last_video = env_step
             video(env_step)
         if env_step % c.checkpoint_every < env.num_envs or env_step >= c.steps:
+            loop = {"train_due": train_due, "calls": calls, "metrics": to_python(metrics),
+                    "last_log": last_log, "last_video": last_video, "last_eval": last_eval,
+                    "last_periodic": last_periodic}
             ckpt.save(env_step, state, {"env_step": env_step, "pretrained": pretrained,
-                                        "cells": sorted(stats.cells),
-                                        "returns": stats.history[-1000:]})
+                                        "episodes": stats.checkpoint(), "loop": loop,
+                                        "records": logger.records})
+            if env_step < c.steps:
+                env, out, carry = restart_envs(env, env_step)
         logger.advance(env_step)
 
     summary.update(evaluate(env_step))
@@ -315,4 +352,5 @@ def run(agent, env, config: ml_collections.ConfigDict, workdir: str, *, labeler=
         pass
     logger.close()
     ckpt.close()
+    env.close()
     return summary

@@ -4,8 +4,8 @@ vector observations.
 
 The model observes the first `context` steps of a replay sequence, then predicts the rest from
 the recorded actions alone (DreamerV2 Fig. 2 protocol). For MiniGrid's symbolic 7x7 view
-(`minigrid_vector`, 980 dims) the decoded views are rendered and written as a GIF (rows: real /
-imagined); for other vector observations a PNG plots real vs imagined values of the first dims.
+(`minigrid_vector`, 980 dims) the decoded views are rendered and written as a GIF (rows labelled
+truth / model); for other vector observations a PNG plots truth vs model values of the first dims.
 """
 import os
 
@@ -57,14 +57,14 @@ def openloop_figure(wm, params, batch, key, path: str, context: int = 5,
             t, b, 64, 64, 3) for x in (real, imagined)]
         frames = np.concatenate(frames, 2)                            # [T, B, 128, 64, 3]
         frames = np.concatenate(list(np.moveaxis(frames, 1, 0)), 2)   # [T, 128, B * 64, 3]
-        return videos.save_gif(frames, path + ".gif", fps=4)
+        return videos.save_gif(videos.label_rows(frames, ("truth", "model")), path + ".gif", fps=4)
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     dims = min(real.shape[-1], 6)
     fig, axes = plt.subplots(1, dims, figsize=(3 * dims, 2.6), squeeze=False)
     for d, ax in enumerate(axes[0]):
-        ax.plot(real[:, 0, d], "k-", label="real")
+        ax.plot(real[:, 0, d], "k-", label="truth")
         ax.plot(imagined[:, 0, d], "r--", label="model")
         ax.axvline(context - 0.5, color="grey", lw=0.8)
         ax.set_title(f"vector[{d}]")

@@ -9,34 +9,68 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from jaxwm.runtime.logging import read_metrics  # noqa: E402
 
+# Lines of one panel differ in marker, style and size (hollow markers shrinking with the line's
+# index), so identical series stay visible as concentric markers.
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+STYLES = ("-", "--", ":", "-.")
 
-def plot_metrics(workdir: str, keys: tuple, path: str | None = None, title: str = "",
-                 xlabel: str = "env steps", logy: bool = False, columns: int = 4) -> str | None:
-    """One panel per metric in `keys` found in `workdir/metrics.jsonl`, `columns` panels per
-    row (integer ticks when x counts deployments); returns the PNG path."""
-    records = read_metrics(workdir)
-    keys = [k for k in keys if any(k in r for r in records)]
-    if not keys:
+
+def _panel_keys(panel) -> tuple:
+    return (panel,) if isinstance(panel, str) else tuple(panel)
+
+
+def _group_prefix(keys: list) -> str:
+    """Shared '<group>/' of a panel's keys ('' if none): the title, cut from the line labels."""
+    prefix = os.path.commonprefix(keys) if len(keys) > 1 else ""
+    return prefix[:prefix.rfind("/") + 1]
+
+
+def metrics_figure(records: list, panels: tuple, title: str = "", xlabel: str = "env steps",
+                   logy: bool = False, columns: int = 4):
+    """The matplotlib Figure of `plot_metrics` (None if no panel has data). panels: metric keys
+    (one panel each) or tuples of keys (one panel, one line per key found)."""
+    panels = [[k for k in _panel_keys(p) if any(k in r for r in records)] for p in panels]
+    panels = [p for p in panels if p]
+    if not panels:
         return None
-    path = path or os.path.join(workdir, "plots", "metrics.png")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    cols = min(columns, len(keys))
-    rows = -(-len(keys) // cols)
+    cols = min(columns, len(panels))
+    rows = -(-len(panels) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
-    for ax in axes.flat[len(keys):]:
+    for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
-    for ax, key in zip(axes.flat, keys):
-        points = [(r["step"], r[key]) for r in records if key in r]
-        ax.plot(*zip(*points), marker="." if len(points) < 30 else None)
-        ax.set_title(key)
+    for ax, keys in zip(axes.flat, panels):
+        prefix = _group_prefix(keys)
+        values = []
+        for i, key in enumerate(keys):
+            points = [(r["step"], r[key]) for r in records if key in r]
+            values += [v for _, v in points]
+            ax.plot(*zip(*points), marker=MARKERS[i % len(MARKERS)],
+                    linestyle=STYLES[i % len(STYLES)], markersize=max(7 - 1.5 * i, 2.5),
+                    markerfacecolor="none", markevery=max(1, len(points) // 40),
+                    linewidth=max(1.8 - 0.3 * i, 0.8), label=key[len(prefix):])
+        ax.set_title(prefix + "*" if prefix else ", ".join(keys))
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
-        if xlabel == "deployment":
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if logy and all(v > 0 for _, v in points):
+        if len(keys) > 1:
+            ax.legend(fontsize=7)
+        # Steps are ints (deployments, env steps): never a fractional tick.
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if logy and all(v > 0 for v in values):
             ax.set_yscale("log")
     fig.suptitle(title)
     fig.tight_layout()
+    return fig
+
+
+def plot_metrics(workdir: str, keys: tuple, path: str | None = None, title: str = "",
+                 xlabel: str = "env steps", logy: bool = False, columns: int = 4) -> str | None:
+    """One panel per entry of `keys` found in `workdir/metrics.jsonl` (a tuple entry: one panel
+    with a line per key), `columns` panels per row, integer x ticks; returns the PNG path."""
+    fig = metrics_figure(read_metrics(workdir), keys, title, xlabel, logy, columns)
+    if fig is None:
+        return None
+    path = path or os.path.join(workdir, "plots", "metrics.png")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

@@ -14,7 +14,8 @@ def openloop_frames(wm, params, batch, key, context: int = 5, num_videos: int = 
 
     The model observes the first `context` frames, then predicts the rest open-loop from the
     batch's actions. batch: [T, B] with an 'image' key (uint8 [T, B, H, W, C]).
-    Returns uint8 [T, 3 * H, num_videos * W, 3]: rows real / imagined / |error|.
+    Returns uint8 [T, 3 * H, num_videos * W, 3]: rows truth / model (reconstructed, then
+    imagined) / |error|.
     """
     key_obs, key_img = jax.random.split(key)
     batch = jax.tree.map(lambda x: x[:, :num_videos], batch)
@@ -45,6 +46,24 @@ def save_gif(frames: np.ndarray, path: str, fps: int = 10, scale: int = 2) -> st
     return path
 
 
+def label_rows(frames: np.ndarray, labels: tuple, pad: int = 3) -> np.ndarray:
+    """Prepend to uint8 frames [T, H, W, 3] a black left margin naming their len(labels)
+    equal-height rows in white (PIL's default font): [T, H, margin + W, 3]."""
+    from PIL import Image, ImageDraw, ImageFont
+    font = ImageFont.load_default()
+    boxes = [ImageDraw.Draw(Image.new("L", (1, 1))).textbbox((0, 0), t, font=font)
+             for t in labels]
+    height, row = frames.shape[1], frames.shape[1] // len(labels)
+    strip = Image.new("L", (max(b[2] for b in boxes) + 2 * pad, height), 0)
+    draw = ImageDraw.Draw(strip)
+    for i, (text, box) in enumerate(zip(labels, boxes)):   # vertically centred in its row
+        draw.text((pad, i * row + (row - box[3] - box[1]) // 2), text, fill=255, font=font)
+    strip = np.broadcast_to(np.asarray(strip)[None, :, :, None], frames.shape[:2] + (
+        strip.width, 3))
+    return np.concatenate([strip, frames], 2)
+
+
 def openloop_video(wm, params, batch, key, path: str, context: int = 5, num_videos: int = 4):
-    """Write the real / open-loop imagined / error GIF of `openloop_frames` to `path`."""
-    return save_gif(openloop_frames(wm, params, batch, key, context, num_videos), path)
+    """Write the GIF of `openloop_frames` to `path`, rows labelled truth / model / error."""
+    frames = openloop_frames(wm, params, batch, key, context, num_videos)
+    return save_gif(label_rows(frames, ("truth", "model", "error")), path)

@@ -18,9 +18,10 @@ from jaxwm.data import replay
 from jaxwm.models.dreamer import WorldModel
 from jaxwm.runtime import openloop, sharding
 from jaxwm.runtime.checkpoint import Checkpointer
-from jaxwm.runtime.logging import RunLogger, save_config
-from jaxwm.runtime.online import EpisodeStats
+from jaxwm.runtime.logging import RunLogger, save_config, to_python
+from jaxwm.runtime.online import EpisodeStats, env_seed
 from jaxwm.runtime.plots import plot_metrics
+from jaxwm.runtime.workdir import check_saved_config, check_values, user_errors
 
 STEP_KEYS = ("action", "reward", "is_first", "is_last", "is_terminal")
 
@@ -48,9 +49,22 @@ def make_train_fn(wm: WorldModel, config):
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Runs (or resumes) a world-model training job; returns the last logged metrics."""
     t = config.train
-    mesh = sharding.make_mesh(config.num_devices or None)
-    env = envs.make(config.env.name, config.env.num_envs, config.seed, **config.env.overrides)
-    wm = WorldModel(config.model, env.obs_space, env.act_space)
+    with user_errors():   # nothing is written before the config is known to be valid
+        check_values(config)
+        if t.seq_len > t.replay_capacity:
+            raise ValueError(f"train.seq_len={t.seq_len} must be <= train.replay_capacity="
+                             f"{t.replay_capacity}")
+        mesh = sharding.make_mesh(config.num_devices or None)
+        if config.env.num_envs % sharding.num_shards(mesh):
+            raise ValueError(f"env.num_envs={config.env.num_envs} must be a multiple of the "
+                             f"{sharding.num_shards(mesh)} devices (num_devices="
+                             f"{config.num_devices}; 0 = all)")
+        make_env = lambda step: envs.make(  # noqa: E731
+            config.env.name, config.env.num_envs, env_seed(config.seed, step),
+            **config.env.overrides)
+        env = make_env(0)
+        wm = WorldModel(config.model, env.obs_space, env.act_space)
+        check_saved_config(config, workdir, ("train.env_steps",))
     spec = replay.env_spec(env)
     key = jax.random.PRNGKey(config.seed)
     key, key_init = jax.random.split(key)
@@ -58,19 +72,23 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
              "replay": replay.init(spec, t.replay_capacity, env.num_envs, mesh),
              "key": sharding.replicate(key, mesh)}
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=2)
-    env_step = 0
+    env_step, meta = 0, {}
     restored = ckpt.restore_latest(state)
     if restored is not None:
-        env_step, state, _ = restored
+        env_step, state, meta = restored
     save_config(config, workdir)   # only once the config is known to fit the run
     train_fn = make_train_fn(wm, config)
     add = jax.jit(replay.add, donate_argnums=0)
-    rng = np.random.default_rng([config.seed, env_step])
-    obs = env.reset()
-    episodes = EpisodeStats(env.num_envs)
-    metrics, last_log, calls, start_step = {}, env_step, 0, env_step
+    # envs and action RNG restart from (seed, step) at the start and after every checkpoint
+    env.close()
+    env = make_env(env_step)
+    obs, rng = env.reset(), np.random.default_rng([config.seed, env_step])
+    episodes = EpisodeStats(env.num_envs, **meta.get("episodes", {}))
+    metrics, last_log = meta.get("metrics", {}), meta.get("last_log", env_step)
+    calls, start_step = meta.get("calls", 0), env_step
     logger = RunLogger(workdir, total=t.env_steps, start=env_step, desc="world model",
-                       show_keys=("model_loss", "image_loss", "kl"))
+                       show_keys=("model_loss", "image_loss", "kl"),
+                       keep_records=meta.get("records") if restored is not None else 0)
     try:
         start_time = time.time()
         while env_step < t.env_steps:
@@ -84,7 +102,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 state["key"], key_train = jax.random.split(state["key"])
                 state["wm"], metrics = train_fn(state["wm"], state["replay"], key_train)
                 calls += 1
-            if metrics and env_step - last_log >= t.log_every:
+            if metrics and (env_step - last_log >= t.log_every or env_step >= t.env_steps):
                 last_log = env_step
                 fps = (env_step - start_step) / (time.time() - start_time)
                 finished = episodes.pop()
@@ -92,11 +110,16 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
                            if "episode/return" in finished else {})
                 logger.log(env_step, {**metrics, **returns, "env_fps": fps, "train_calls": calls})
             if env_step % t.checkpoint_every < env.num_envs or env_step >= t.env_steps:
-                ckpt.save(env_step, state, {"env_step": env_step})
+                ckpt.save(env_step, state, {
+                    "env_step": env_step, "records": logger.records, "last_log": last_log,
+                    "calls": calls, "metrics": to_python(metrics),
+                    "episodes": episodes.checkpoint()})
+                if env_step < t.env_steps:
+                    env.close()
+                    env = make_env(env_step)
+                    obs, rng = env.reset(), np.random.default_rng([config.seed, env_step])
             logger.advance(env_step)
         if metrics:
-            if last_log != env_step:
-                logger.log(env_step, metrics)
             state["key"], key_video = jax.random.split(state["key"])
             batch = replay.sample(state["replay"], key_video, max(sharding.num_shards(mesh), 4),
                                   t.video_len)

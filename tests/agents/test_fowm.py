@@ -12,6 +12,7 @@ from jaxwm.agents.fowm.train import summary_numbers, train_and_evaluate
 from jaxwm.agents.tdmpc import train as tdmpc_train
 from jaxwm.data import datasets
 from jaxwm.runtime.logging import read_metrics
+from jaxwm.runtime.workdir import UserError
 
 
 def smoke_config(path):
@@ -59,13 +60,15 @@ def test_smoke_offline_then_online(dataset_path, tmp_path):
 
 
 def test_dataset_must_match_the_env(dataset_path, tmp_path):
+    # dataset errors are user errors (one line, exit 2 from the binary), before any write
     config = smoke_config(dataset_path)
     config.env.overrides.action_repeat = 2
-    with pytest.raises(datasets.DatasetError, match="env option action_repeat=4 does not match"):
+    with pytest.raises(UserError, match="env option action_repeat=4 does not match"):
         train_and_evaluate(config, str(tmp_path))
     config = smoke_config(str(tmp_path / "missing.npz"))
-    with pytest.raises(ValueError, match="does not exist; generate one with"):
+    with pytest.raises(UserError, match="does not exist; generate one with"):
         train_and_evaluate(config, str(tmp_path))
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("block,field,value,match", [

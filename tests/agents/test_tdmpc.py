@@ -103,7 +103,7 @@ def test_tdmpc2_variant_trains_and_plans():
 @pytest.mark.parametrize("block,field,value,match", [
     ("planner", "num_elites", 1000, "planner.num_elites=1000 must be <= num_samples"),
     ("planner", "value_aggregation", "max", "planner.value_aggregation='max'"),
-    ("run", "batch_size", 0, "run.batch_size=0 must be an int >= 1"),
+    ("run", "batch_size", 0, "run.batch_size=0: must be an integer >= 1"),
     ("model", "head", "gauss", "model.head='gauss' is not one of"),
     ("env", "name", "CartpoleBalance-v9", "Unknown environment name 'CartpoleBalance-v9'"),
     ("env", "name", "Pong-v5", "env.name='Pong-v5': TD-MPC needs 'vector' observations"),

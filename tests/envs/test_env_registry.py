@@ -47,6 +47,13 @@ def test_bad_override_names_field(name, overrides, field):
     assert 'allowed' in str(err.value)
 
 
+def test_dmc_state_time_limit_must_fit_envpool():
+    """envpool's time limit is max_episode_steps * action_repeat control steps, a C int."""
+    with pytest.raises(ValueError, match=r'max_episode_steps=10 \* action_repeat=2147483647 = '
+                                         r'21474836470 control steps must be < 2\*\*31'):
+        jaxwm.envs.make('CartpoleBalance-v1', 1, action_repeat=2**31 - 1, max_episode_steps=10)
+
+
 def test_action_checks():
     with jaxwm.envs.make('Pong-v5', 2) as env:
         with pytest.raises(RuntimeError, match='reset'):

@@ -78,7 +78,7 @@ def test_eight_device_mesh_matches_single_device():
 
 @pytest.mark.parametrize("field, value, allowed", [
     ("latent", "bernoulli", "discrete"), ("reward_head", "mse", "twohot"),
-    ("cnn_impl", "fft", "space_to_depth"), ("act", "swish2", "elu")])
+    ("conv_lowering", "fft", "phase"), ("act", "swish2", "elu")])
 def test_bad_model_config_names_field_and_allowed(field, value, allowed):
     env, _ = collect("Pong-v5", steps=2)
     with pytest.raises(ValueError, match=f"model.{field}={value!r}.*{allowed}"):

@@ -1,5 +1,7 @@
 """Checkpointer: round trip (sharded replay, PRNG keys, metadata), keep-last-N, partial saves ignored."""
 
+import shutil
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +11,7 @@ from jax.sharding import PartitionSpec as P
 from jaxwm.data import replay
 from jaxwm.runtime import sharding as shd
 from jaxwm.runtime.checkpoint import Checkpointer
+from jaxwm.runtime.workdir import UserError
 
 SPEC = {"image": ((3, 3, 1), jnp.uint8), "reward": ((), jnp.float32)}
 
@@ -121,3 +124,53 @@ def test_partial_checkpoint_is_never_latest(tmp_path):
 def test_invalid_max_to_keep(tmp_path):
     with pytest.raises(ValueError, match="max_to_keep=0"):
         Checkpointer(tmp_path, max_to_keep=0)
+
+
+def _corrupt(step_dir, how):
+    """Damage a saved step as a crash or a full disk would."""
+    files = sorted(p for p in step_dir.rglob("*") if p.is_file())
+    if how == "truncate":        # every array file cut in half
+        for p in files:
+            if p.stat().st_size > 16 and "metadata" not in p.name:
+                p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    elif how == "garbage":       # every file overwritten with bytes that parse as nothing
+        for p in files:
+            p.write_bytes(b"\x00garbage\xff" * 4)
+    elif how == "emptied":       # the step directory left without its contents
+        for p in sorted(step_dir.iterdir()):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+
+@pytest.mark.parametrize("how", ["truncate", "garbage", "emptied"])
+def test_corrupt_latest_falls_back_to_newest_intact(tmp_path, how, caplog):
+    mesh = shd.make_mesh()
+    states = {step: make_state(mesh, seed=step) for step in (1, 2, 3)}
+    with Checkpointer(tmp_path, max_to_keep=3) as ckpt:
+        for step, state in states.items():
+            ckpt.save(step, state, {"step": step})
+    _corrupt(tmp_path / "3", how)
+    with Checkpointer(tmp_path, max_to_keep=3) as ckpt:
+        step, restored, meta = ckpt.restore_latest(states[1])
+        assert (step, meta) == (2, {"step": 2})
+        assert_trees_equal(restored, states[2])
+        assert any("step 3" in r.getMessage() and "resuming from step 2" in r.getMessage()
+                   for r in caplog.records)
+        assert (tmp_path / "3.corrupt").is_dir() and ckpt.all_steps() == [1, 2]
+        ckpt.save(3, states[3])                    # the run goes on and saves step 3 again
+    with Checkpointer(tmp_path, max_to_keep=3) as ckpt:
+        assert ckpt.restore_latest(states[1])[0] == 3
+
+
+def test_no_intact_checkpoint_is_a_one_line_user_error(tmp_path):
+    state = {"x": jnp.arange(3)}
+    with Checkpointer(tmp_path) as ckpt:
+        ckpt.save(1, state)
+        ckpt.save(2, state)
+    for step in ("1", "2"):
+        _corrupt(tmp_path / step, "garbage")
+    with Checkpointer(tmp_path) as ckpt:
+        with pytest.raises(UserError) as e:
+            ckpt.restore_latest(state)
+    assert "no checkpoint in" in str(e.value) and "step 2 (" in str(e.value)
+    assert "step 1 (" in str(e.value) and "\n" not in str(e.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["1", "2"]   # nothing renamed

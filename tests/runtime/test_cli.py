@@ -42,12 +42,21 @@ def test_world_model_binary_runs_and_a_bad_value_leaves_the_run_intact(tmp_path)
     # smoke: 200 env steps over 2 envs, checkpoints every 100 (2 kept)
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["100", "200"]
     assert os.path.exists(os.path.join(workdir, "plots", "metrics.png"))
-    # vector observations: the open-loop rollout is a PNG of real vs imagined dimensions
+    # vector observations: the open-loop rollout is a PNG of truth vs model dimensions
     assert os.listdir(os.path.join(workdir, "videos")) == ["openloop_200.png"]
     before = snapshot(workdir)
 
-    bad = run_binary("world_model", "--config.env.name=CartpoleBalance-v1",
-                     "--config.model.latent=bernoulli", f"--workdir={workdir}")
-    assert bad.returncode != 0
-    assert "model.latent='bernoulli' is not one of ('discrete', 'gaussian')" in bad.stderr
-    assert snapshot(workdir) == before
+    refusals = {  # user errors: exit 2, one line, no traceback, nothing on disk changed
+        ("--config.model.latent=bernoulli",):
+            "error: model.latent='bernoulli' is not one of ('discrete', 'gaussian')",
+        ("--config.train.train_every=0",): "error: train.train_every=0: must be an integer >= 1",
+        ("--config.seed=1",): "error: --workdir holds a run with another config (seed: 0 -> 1)",
+        ("--config.model.no_such_field=1",): "error: unknown config field no_such_field",
+    }
+    for args, message in refusals.items():
+        bad = run_binary("world_model", "--config.env.name=CartpoleBalance-v1", *args,
+                         f"--workdir={workdir}")
+        assert bad.returncode == 2, bad.stderr[-2000:]
+        assert "Traceback" not in bad.stderr
+        assert bad.stderr.strip().splitlines()[-1].startswith(message), bad.stderr[-500:]
+        assert snapshot(workdir) == before

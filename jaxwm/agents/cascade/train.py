@@ -45,8 +45,12 @@ from jaxwm.runtime.checkpoint import Checkpointer
 from jaxwm.runtime.logging import RunLogger, save_config
 from jaxwm.runtime.online import EpisodeStats, policy_inputs, sample_batches
 from jaxwm.runtime.plots import plot_metrics
+from jaxwm.runtime.workdir import check_saved_config, check_values, user_errors
 from jaxwm.types import TrainState
 from jaxwm.utils import random_action, scan_gradient_steps
+
+# config fields a resumed run may change (more deployments would need a larger replay)
+EXTENDABLE = ("deploy.eval_deployments",)
 
 
 @flax.struct.dataclass
@@ -89,6 +93,17 @@ def check_deploy_config(config: ml_collections.ConfigDict) -> None:
                               ("deploy.num_devices", d.num_devices, 1)):
         if not isinstance(value, int) or value < low:
             raise ValueError(f"{field}={value!r} must be an int >= {low}")
+    steps_per_env = d.steps_per_deployment // config.env.num_envs
+    if steps_per_env < d.seq_len:
+        raise ValueError(f"deploy.steps_per_deployment={d.steps_per_deployment} gives "
+                         f"{steps_per_env} steps per env slot, fewer than deploy.seq_len="
+                         f"{d.seq_len}")
+    for field, value in (("env.num_envs", config.env.num_envs), ("deploy.batch_size", d.batch_size),
+                         ("zero_shot.batch_size", config.zero_shot.batch_size)):
+        if value % d.num_devices:
+            raise ValueError(f"{field}={value} must be a multiple of deploy.num_devices="
+                             f"{d.num_devices} (replay and batches are split over devices)")
+    eval_deployments(d.eval_deployments, d.deployments)
     for block in ("behavior", "zero_shot.behavior"):
         head = config.behavior if block == "behavior" else config.zero_shot.behavior
         if head.discount_head and not config.model.pred_discount:
@@ -159,12 +174,11 @@ class Learner:
             return LearnerState(wm=wm_state, disag=disag_state, population=population), metrics
 
         keys = jax.random.split(k_steps, d.model_grad_steps)
-        # A rolled loop unless convolutions need straight-line steps on CPU (`utils`): the
+        # A rolled loop unless a CNN needs straight-line steps on CPU (`WorldModel`): the
         # interleaved population updates make a straight-line program slow to compile
         # (cpu minigrid: 14 s rolled vs ~110 s straight-line, same speed per step).
-        convs = any(len(shape) == 3 for _, shape in self.wm.obs_shapes)
-        straight_line = None if convs else False
-        state, metrics = scan_gradient_steps(step, state, (batches, keys), straight_line)
+        state, metrics = scan_gradient_steps(step, state, (batches, keys),
+                                             self.wm.straight_line)
         return state, jax.tree.map(jnp.mean, metrics)
 
     def _act(self, wm_params, actor_params, carry, obs, key, random: bool):
@@ -288,29 +302,23 @@ def run(config: ml_collections.ConfigDict, workdir: str, progress: bool = True,
 
     stop_after: return after this deployment (a time-boxed job; rerun to continue)."""
     d = config.deploy
-    check_deploy_config(config)
-    eval_at = eval_deployments(d.eval_deployments, d.deployments)
-    make_env = lambda n, seed: envs.make(config.env.name, n, seed,  # noqa: E731
-                                         **dict(config.env.overrides))
-    probe = make_env(config.env.num_envs, config.seed)
-    obs_space, act_space = probe.obs_space, probe.act_space
-    family = family_for_env(config.env.name, probe)
-    probe.close()
-    learner = Learner(config, obs_space, act_space)
+    with user_errors():   # nothing is written before the config is known to be valid
+        check_values(config)
+        check_deploy_config(config)
+        eval_at = eval_deployments(d.eval_deployments, d.deployments)
+        make_env = lambda n, seed: envs.make(config.env.name, n, seed,  # noqa: E731
+                                             **dict(config.env.overrides))
+        probe = make_env(config.env.num_envs, config.seed)
+        obs_space, act_space = probe.obs_space, probe.act_space
+        family = family_for_env(config.env.name, probe)
+        probe.close()
+        learner = Learner(config, obs_space, act_space)
+        check_saved_config(config, workdir, EXTENDABLE)
     labels = tuple(f"reward/{t}" for t in family.tasks) if family is not None else ()
     spec = replay.env_spec(probe, labels)
     steps_per_env = d.steps_per_deployment // config.env.num_envs
-    if steps_per_env < d.seq_len:
-        raise ValueError(f"deploy.steps_per_deployment={d.steps_per_deployment} gives "
-                         f"{steps_per_env} steps per env slot, fewer than deploy.seq_len="
-                         f"{d.seq_len}")
     capacity = (d.deployments + 1) * steps_per_env        # all data is kept
     mesh = sharding.make_mesh(d.num_devices) if d.num_devices > 1 else None
-    for field, value in (("env.num_envs", config.env.num_envs), ("deploy.batch_size", d.batch_size),
-                         ("zero_shot.batch_size", config.zero_shot.batch_size)):
-        if value % d.num_devices:
-            raise ValueError(f"{field}={value} must be a multiple of deploy.num_devices="
-                             f"{d.num_devices} (replay and batches are split over devices)")
     key = jax.random.PRNGKey(config.seed)
     key, k_init = jax.random.split(key)
     learner_state = jax.jit(learner.init)(k_init)
@@ -319,13 +327,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, progress: bool = True,
     state = {"learner": learner_state,
              "replay": replay.init(spec, capacity, config.env.num_envs, mesh), "key": key}
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=2)
-    start, cells = 0, []
-    try:
-        restored = ckpt.restore_latest(state)
-    except ValueError as e:
-        raise ValueError(f"the checkpoint in {workdir} does not fit this config (e.g. "
-                         "deploy.deployments, steps_per_deployment or model sizes changed); "
-                         f"use a new --workdir. orbax: {e}") from e
+    start, cells, meta = 0, [], {}
+    restored = ckpt.restore_latest(state)
     if restored is not None:
         _, state, meta = restored
         start, cells = meta["deployment"] + 1, meta["cells"]
@@ -334,7 +337,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, progress: bool = True,
     random_method = config.method == "random"
     record = {}
     logger = RunLogger(workdir, total=d.deployments + 1, start=start, desc=config.method,
-                       keep_through=start - 1,
+                       keep_records=meta.get("records") if restored is not None else 0,
                        show_keys=("coverage", "model_loss", "episode/return"),
                        enable_bar=progress)
     try:
@@ -372,12 +375,15 @@ def run(config: ml_collections.ConfigDict, workdir: str, progress: bool = True,
                     config.zero_shot, learner.wm, state["learner"].wm.params, state["replay"],
                     family, lambda n: make_env(n, config.seed * 1000 + 999), k_eval))
             record = logger.log(dep, record)
-            ckpt.save(dep, state, {"deployment": dep, "cells": sorted(coverage.total)})
+            ckpt.save(dep, state, {"deployment": dep, "cells": sorted(coverage.total),
+                                   "records": logger.records})
             logger.advance(dep + 1)
             if stop_after is not None and dep >= stop_after:
                 return record
         keys = ("coverage", "deployment_coverage", "member_js", "model_loss", "info_gain_raw",
                 "pop_diversity_raw", "popdiv_return_share", "episode/return")
+        if family is not None:   # one panel: a line per zero-shot task
+            keys += (tuple(f"zero_shot/{t}" for t in family.tasks),)
         plot = plot_metrics(workdir, keys, title=f"{config.method} on {config.env.name}",
                             xlabel="deployment")
         logger.write(f"metrics: {logger.metrics_path}\nplot: {plot}\ncheckpoints: "

@@ -80,7 +80,7 @@ class Dreamer:
 
     def train_steps(self, state: DreamerState, batches, key):
         """K `train_step`s scanned over batches [K, T, B]; returns (state, mean metrics)."""
-        return train_on_batches(self.train_step, state, batches, key)
+        return train_on_batches(self.train_step, state, batches, key, self.wm.straight_line)
 
     def video(self, state: DreamerState, batch, key, stem: str):
         """Real vs open-loop imagined rollout (`openloop.write_openloop`); returns its path."""

@@ -22,6 +22,7 @@ from jaxwm.agents.tdmpc import train as tdmpc_train
 from jaxwm.data import datasets, replay
 from jaxwm.runtime.checkpoint import Checkpointer
 from jaxwm.runtime.logging import RunLogger, read_metrics, save_config
+from jaxwm.runtime.workdir import check_saved_config, check_values, user_errors
 
 
 def load_dataset(config: ml_collections.ConfigDict, obs_size: int, action_size: int):
@@ -40,19 +41,18 @@ def _last(workdir: str, key: str):
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Offline then online FOWM training per `config` in `workdir` (resumable). Returns
     {'offline_return', 'finetuned_return', 'random_return', 'dataset_return', 'seconds'}."""
-    fowm_config.check_config(config)
     start = time.time()
     r, off = config.run, config.offline
-    env = tdmpc_train.make_env(config.env, config.seed)
-    eval_env = tdmpc_train.make_env(config.env, config.seed + 10_000, r.eval_episodes)
-    obs_size, action_size = env.obs_space["vector"].shape[0], env.act_space.size
-    try:
-        arrays, meta = load_dataset(config, obs_size, action_size)
-    except Exception:
+    with user_errors():   # nothing is written before the config and dataset are valid
+        check_values(config)
+        fowm_config.check_config(config)
+        env_fn, eval_env_fn, random_env_fn = tdmpc_train.env_fns(config)
+        env = env_fn(0)
         env.close()
-        eval_env.close()
-        raise
-    agent = make_agent(config, obs_size, action_size)
+        obs_size, action_size = env.obs_space["vector"].shape[0], env.act_space.size
+        arrays, meta = load_dataset(config, obs_size, action_size)
+        agent = make_agent(config, obs_size, action_size)
+        check_saved_config(config, workdir, tdmpc_train.EXTENDABLE)
     offline_replay = datasets.to_replay(arrays)
     del arrays
     key = jax.random.key(config.seed)
@@ -61,7 +61,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     online_replay = replay.init(agent.replay_spec(), max(r.replay_capacity // env.num_envs, 1),
                                 env.num_envs)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), r.checkpoints_to_keep or None)
-    updates, env_step = 0, 0
+    updates, env_step, ck_meta = 0, 0, {}
     restored = ckpt.restore_latest({"agent": state, "replay": online_replay})
     if restored is not None:
         _, tree, ck_meta = restored
@@ -70,13 +70,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     save_config(config, workdir)   # only once the config is known to fit the run
     logger = RunLogger(workdir, total=off.steps + r.env_steps, start=updates + env_step,
                        desc="fowm", enable_bar=r.progress_bar,
-                       show_keys=("offline/eval_return", "eval/return", "train/model_loss"))
-    plan_eval = lambda s, k: float(  # noqa: E731
-        tdmpc_train.planner_returns(agent, s, eval_env, k).mean())
+                       show_keys=("offline/eval_return", "eval/return", "train/model_loss"),
+                       keep_records=ck_meta.get("records") if restored is not None else 0)
+
+    def plan_eval(state, updates: int) -> float:
+        """Mean planner return on eval envs of their own (`updates`: the offline step)."""
+        eval_env = eval_env_fn(updates)
+        try:
+            return float(tdmpc_train.planner_returns(
+                agent, state, eval_env, jax.random.fold_in(k_eval, updates)).mean())
+        finally:
+            eval_env.close()
+
     try:
         random_return = _last(workdir, "eval/random_return")
         if random_return is None:
-            random_return = tdmpc_train.random_baseline(eval_env, k_random)
+            random_return = tdmpc_train.random_baseline(random_env_fn, k_random)
             logger.log(0, {"eval/random_return": random_return,
                            "dataset/return_mean": meta.get("return_mean") or 0.0,
                            "dataset/episodes": meta.get("episodes", 0)})
@@ -93,13 +102,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             if tdmpc_train.crossed(updates, num, max(off.eval_every // 4, 1)):
                 logger.log(updates, {f"offline/{k}": v for k, v in metrics.items()})
             if tdmpc_train.crossed(updates, num, off.eval_every) or updates >= off.steps:
-                value = plan_eval(state, jax.random.fold_in(k_eval, updates))
+                value = plan_eval(state, updates)
                 logger.log(updates, {"offline/eval_return": value})
                 logger.write(f"offline step {updates}: eval return {value:.1f}")
             if tdmpc_train.crossed(updates, num, off.checkpoint_every) or updates >= off.steps:
                 ckpt.save(updates, {"agent": state, "replay": online_replay},
                           {"phase": "offline", "offline_updates": updates, "env_steps": 0,
-                           "pretrained": True})
+                           "pretrained": True, "records": logger.records})
             logger.advance(updates)
         offline_return = _last(workdir, "offline/eval_return")
         if env_step == 0 and _last(workdir, "eval/offline_only_return") is None:
@@ -110,16 +119,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         finetuned = _last(workdir, "eval/return")
         if env_step < r.env_steps:
             state, online_replay, finetuned = tdmpc_train.run_online(
-                agent, config, state, online_replay, env=env, eval_env=eval_env, logger=logger,
-                ckpt=ckpt, key=k_online, env_step=env_step, pretrained=True,
+                agent, config, state, online_replay, env_fn=env_fn, eval_env_fn=eval_env_fn,
+                logger=logger, ckpt=ckpt, key=k_online, env_step=env_step, pretrained=True,
                 fixed_replays=(offline_replay,), sizes=fowm_config.batch_sizes(config),
-                ckpt_offset=off.steps, ckpt_meta={"phase": "online", "offline_updates": updates})
+                ckpt_offset=off.steps, ckpt_meta={"phase": "online", "offline_updates": updates},
+                resume=ck_meta.get("loop"))
         tdmpc_train.plot_returns(workdir, f"FOWM {config.env.name}")
     finally:
         logger.close()
         ckpt.close()
-        env.close()
-        eval_env.close()
     return {"offline_return": offline_return, "finetuned_return": finetuned,
             "random_return": random_return, "dataset_return": meta.get("return_mean"),
             "seconds": time.time() - start}

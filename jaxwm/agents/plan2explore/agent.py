@@ -85,7 +85,7 @@ class Plan2Explore:
 
     def train_steps(self, state: P2EState, batches, key):
         """K `train_step`s scanned over batches [K, T, B]; returns (state, mean metrics)."""
-        return train_on_batches(self.train_step, state, batches, key)
+        return train_on_batches(self.train_step, state, batches, key, self.wm.straight_line)
 
     def video(self, state: P2EState, batch, key, stem: str):
         return openloop.write_openloop(self.wm, state.wm.params, batch, key, stem)

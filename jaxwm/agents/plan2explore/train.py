@@ -5,16 +5,25 @@ import ml_collections
 from jaxwm.agents.plan2explore.agent import Plan2Explore
 from jaxwm.envs import tasks as task_lib
 from jaxwm.runtime import online, zero_shot
+from jaxwm.runtime.workdir import check_saved_config, check_values, user_errors
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Explore reward-free (or resume) in `workdir`. If the env has a task family
     (`jaxwm.envs.tasks.family_for_env`), replay steps are labelled with all its rewards and the
     zero-shot protocol runs at the end of training. Returns the run summary (`online.run`)."""
-    env = online.make_env(config.env, config.seed)
-    family = task_lib.family_for_env(config.env.name, env)
-    agent = Plan2Explore(config, env.obs_space, env.act_space)
-    env_fn = lambda n: online.make_env(config.env, config.seed + 10_000, num_envs=n)  # noqa
+    with user_errors():   # nothing is written before the config is known to be valid
+        check_values(config)
+        online.check_run_config(config.run)
+        env_fn = lambda step: online.make_env(  # noqa: E731
+            config.env, online.env_seed(config.seed, step))
+        env = env_fn(0)
+        family = task_lib.family_for_env(config.env.name, env)
+        agent = Plan2Explore(config, env.obs_space, env.act_space)
+        env.close()
+        check_saved_config(config, workdir, online.EXTENDABLE)
+    eval_env_fn = lambda n: online.make_env(config.env, config.seed + 10_000,  # noqa: E731
+                                            num_envs=n)
 
     def on_end(state, replay_state, logger, step):
         if family is None:
@@ -23,14 +32,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                      "episodes in the real env")
         key = jax.random.fold_in(jax.random.PRNGKey(config.seed), step)
         return zero_shot.evaluate(config.zero_shot, agent.wm, state.wm.params, replay_state,
-                                  family, env_fn, key, logger, step)
+                                  family, eval_env_fn, key, logger, step)
 
     periodic = [(config.zero_shot.every, on_end)] if family is not None else []
-    try:
-        return online.run(agent, env, config, workdir, labeler=family, on_end=on_end,
-                          periodic=periodic,
-                          eval_env_fn=lambda: env_fn(config.run.eval_episodes),
-                          desc="plan2explore",
-                          show_keys=("episode/return", "coverage/cells", "disag_loss"))
-    finally:
-        env.close()
+    return online.run(agent, env_fn, config, workdir, labeler=family, on_end=on_end,
+                      periodic=periodic,
+                      eval_env_fn=lambda: eval_env_fn(config.run.eval_episodes),
+                      desc="plan2explore",
+                      show_keys=("episode/return", "coverage/cells", "disag_loss"))

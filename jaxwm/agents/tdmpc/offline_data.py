@@ -19,6 +19,7 @@ from jaxwm.agents.tdmpc import train as tdmpc_train
 from jaxwm.agents.tdmpc.agent import Agent
 from jaxwm.data import datasets, replay
 from jaxwm.runtime.checkpoint import Checkpointer
+from jaxwm.runtime.workdir import UserError
 
 KINDS = ("random", "medium", "medium_replay", "mixed")
 
@@ -53,11 +54,11 @@ def make_datasets(config: ml_collections.ConfigDict, workdir: str, out_dir: str,
     Returns {kind: {'path', 'episodes', 'return_mean', ...}} plus {'stages': {step: return}}."""
     bad = sorted(set(kinds) - set(KINDS))
     if bad:
-        raise ValueError(f"kinds={bad} are not among {KINDS}")
+        raise UserError(f"kinds={bad} are not among {KINDS}")
     stages = sorted(int(s) for s in stages)
     data_stage = stages[0] if data_stage is None else int(data_stage)
     if data_stage not in stages:
-        raise ValueError(f"data_stage={data_stage} must be one of stages={stages}")
+        raise UserError(f"data_stage={data_stage} must be one of stages={stages}")
     config = ml_collections.ConfigDict(config.to_dict())
     config.run.checkpoints_to_keep = 0  # keep every stage
     stage_returns = {}

@@ -23,7 +23,8 @@ from jaxwm.agents.tdmpc.agent import Agent, AgentState
 from jaxwm.data import replay
 from jaxwm.runtime import online
 from jaxwm.runtime.checkpoint import Checkpointer
-from jaxwm.runtime.logging import RunLogger, read_metrics, save_config
+from jaxwm.runtime.logging import RunLogger, read_metrics, save_config, to_python
+from jaxwm.runtime.workdir import check_saved_config, check_values, user_errors
 from jaxwm.utils import random_action
 
 matplotlib.use("Agg")
@@ -35,6 +36,10 @@ RECORD_KEYS = ("vector", "action", "reward", "is_first", "is_last", "is_terminal
 # ------------------------------------------------------------------------------------------------
 # Environment helpers
 # ------------------------------------------------------------------------------------------------
+# fields a resumed run may change: the budget and what neither training nor its records see
+EXTENDABLE = ("run.env_steps", "run.progress_bar", "run.checkpoints_to_keep")
+
+
 def make_env(env_config: ml_collections.ConfigDict, seed: int, num_envs: int | None = None):
     """`online.make_env` for a DMC state task; raises ValueError unless it has 'vector'
     observations and continuous actions (what TOLD's MLP encoder and MPPI need)."""
@@ -129,17 +134,22 @@ def plot_returns(workdir: str, title: str) -> str:
 # The online loop (shared with FOWM's finetuning phase)
 # ------------------------------------------------------------------------------------------------
 def run_online(agent: Agent, config: ml_collections.ConfigDict, state: AgentState,
-               replay_state: replay.ReplayState, *, env, eval_env, logger: RunLogger,
+               replay_state: replay.ReplayState, *, env_fn, eval_env_fn, logger: RunLogger,
                ckpt: Checkpointer, key: jax.Array, env_step: int = 0, pretrained: bool = False,
                fixed_replays: tuple = (), sizes: tuple | None = None, ckpt_offset: int = 0,
-               ckpt_meta: dict | None = None):
+               ckpt_meta: dict | None = None, resume: dict | None = None):
     """Acts, stores and trains until `run.env_steps`; returns (state, replay_state, last eval).
 
-    fixed_replays: extra buffers sampled alongside the online one (FOWM's offline data), with
-    per-buffer batch sizes `sizes` (online first). Checkpoints are numbered ckpt_offset + env_step.
+    env_fn(step) / eval_env_fn(step): the training and evaluation envs as (re)created at env
+    step `step` (at the start and after every checkpoint: a resumed run matches an
+    uninterrupted one). fixed_replays: extra buffers sampled alongside the online one (FOWM's
+    offline data), with per-buffer batch sizes `sizes` (online first). Checkpoints are numbered
+    ckpt_offset + env_step, with `ckpt_meta` and, under 'loop', what the loop needs to resume
+    exactly (`resume`: that dict of the restored checkpoint).
     """
     r = config.run
-    n, total = env.num_envs, r.env_steps
+    total = r.env_steps
+    resume = resume or {}
     k_act, k_train, k_pretrain, k_eval = jax.random.split(key, 4)
     act = agent.jit_act
     train = jax.jit(agent.train_steps, static_argnames=("num_steps", "sizes"), donate_argnums=0)
@@ -147,13 +157,18 @@ def run_online(agent: Agent, config: ml_collections.ConfigDict, state: AgentStat
     num_updates = tdmpc_config.updates_per_call(config)
     sizes = tuple(sizes) if sizes else (r.batch_size,)
     min_rows = config.model.horizon + 1
-    episodes, out = online.EpisodeStats(n), env.reset()
-    plan = agent.initial_plan(n)
-    host_step, last_eval, metrics, start = env_step // n, None, {}, time.time()
-    start_step = env_step
+    env, eval_env = env_fn(env_step), eval_env_fn(env_step)
+    n = env.num_envs
+    episodes = online.EpisodeStats(n, **resume.get("episodes", {}))
+    out, plan = env.reset(), agent.initial_plan(n)
+    host_step, start, start_step = env_step // n, time.time(), env_step
+    last_eval, metrics = resume.get("last_eval"), resume.get("metrics", {})
 
     def save():
-        meta = dict(ckpt_meta or {}, env_steps=env_step, pretrained=pretrained)
+        loop = {"episodes": episodes.checkpoint(), "last_eval": last_eval,
+                "metrics": to_python(metrics)}
+        meta = dict(ckpt_meta or {}, env_steps=env_step, pretrained=pretrained,
+                    records=logger.records, loop=loop)
         ckpt.save(ckpt_offset + env_step, {"agent": state, "replay": replay_state}, meta)
 
     while env_step < total:
@@ -192,24 +207,50 @@ def run_online(agent: Agent, config: ml_collections.ConfigDict, state: AgentStat
             logger.write(f"step {env_step}: eval return {last_eval:.1f}")
         if crossed(env_step, n, r.checkpoint_every) or env_step >= total:
             save()
+            if env_step < total:
+                env.close()
+                eval_env.close()
+                env, eval_env = env_fn(env_step), eval_env_fn(env_step)
+                out, plan = env.reset(), agent.initial_plan(n)
         logger.advance(env_step)
+    env.close()
+    eval_env.close()
     return state, replay_state, last_eval
 
 
-def random_baseline(eval_env, key: jax.Array) -> float:
-    """Mean return of the uniform random policy over one episode per eval env."""
-    return float(online.run_episodes(eval_env, random_policy(eval_env.act_space), None,
-                                     key)["return"].mean())
+def random_baseline(env_fn, key: jax.Array) -> float:
+    """Mean return of the uniform random policy over one episode per env of `env_fn()` (its
+    own envs: other streams do not depend on whether it ran)."""
+    env = env_fn()
+    try:
+        return float(online.run_episodes(env, random_policy(env.act_space), None,
+                                         key)["return"].mean())
+    finally:
+        env.close()
+
+
+def env_fns(config: ml_collections.ConfigDict) -> tuple:
+    """(training envs, evaluation envs, random-baseline envs) factories: the first two of an
+    env step (`online.env_seed`), all seeded from `config.seed`."""
+    r = config.run
+    return (lambda step: make_env(config.env, online.env_seed(config.seed, step)),
+            lambda step: make_env(config.env, online.env_seed(config.seed + 10_000, step),
+                                  r.eval_episodes),
+            lambda: make_env(config.env, config.seed + 20_000, r.eval_episodes))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Train TD-MPC online per `config` (see `config.get_config`) in `workdir`; resumes from
     its checkpoints. Returns {'eval_return', 'random_return', 'env_steps', 'seconds'}."""
-    tdmpc_config.check_config(config)
     r, start = config.run, time.time()
-    env = make_env(config.env, config.seed)
-    eval_env = make_env(config.env, config.seed + 10_000, r.eval_episodes)
-    agent = Agent(config, env.obs_space["vector"].shape[0], env.act_space.size)
+    with user_errors():   # nothing is written before the config is known to be valid
+        check_values(config)
+        tdmpc_config.check_config(config)
+        env_fn, eval_env_fn, random_env_fn = env_fns(config)
+        env = env_fn(0)
+        agent = Agent(config, env.obs_space["vector"].shape[0], env.act_space.size)
+        env.close()
+        check_saved_config(config, workdir, EXTENDABLE)
     key = jax.random.key(config.seed)
     k_init, k_run, k_random = jax.random.split(key, 3)
     state = jax.jit(agent.init)(k_init)
@@ -217,7 +258,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                env.num_envs)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), r.checkpoints_to_keep or None)
     restored = ckpt.restore_latest({"agent": state, "replay": replay_state})
-    env_step, pretrained = 0, False
+    env_step, pretrained, meta = 0, False, {}
     if restored is not None:
         _, tree, meta = restored
         state, replay_state = tree["agent"], tree["replay"]
@@ -225,19 +266,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     save_config(config, workdir)   # only once the config is known to fit the run
     logger = RunLogger(workdir, total=r.env_steps, start=env_step, desc="tdmpc",
                        show_keys=("eval/return", "train/episode_return", "train/model_loss"),
-                       enable_bar=r.progress_bar)
+                       enable_bar=r.progress_bar,
+                       keep_records=meta.get("records") if restored is not None else 0)
     try:
         random_return = [m["eval/random_return"] for m in read_metrics(workdir)
                          if "eval/random_return" in m]
         if random_return:
             random_return = random_return[-1]
         else:
-            random_return = random_baseline(eval_env, k_random)
+            random_return = random_baseline(random_env_fn, k_random)
             logger.log(0, {"eval/random_return": random_return})
         if env_step < r.env_steps:
             state, replay_state, eval_return = run_online(
-                agent, config, state, replay_state, env=env, eval_env=eval_env, logger=logger,
-                ckpt=ckpt, key=k_run, env_step=env_step, pretrained=pretrained)
+                agent, config, state, replay_state, env_fn=env_fn, eval_env_fn=eval_env_fn,
+                logger=logger, ckpt=ckpt, key=k_run, env_step=env_step, pretrained=pretrained,
+                resume=meta.get("loop"))
         else:
             eval_return = [m["eval/return"] for m in read_metrics(workdir)
                            if "eval/return" in m and m["step"] <= env_step][-1]
@@ -245,7 +288,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     finally:
         logger.close()
         ckpt.close()
-        env.close()
-        eval_env.close()
     return {"eval_return": eval_return, "random_return": random_return,
             "env_steps": r.env_steps, "seconds": time.time() - start}
