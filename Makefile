@@ -28,6 +28,8 @@ demo: venv
 
 bench: venv
 	$(VENV)/bin/python benchmarks/world_model_step.py --out=benchmarks/results
+	$(VENV)/bin/python benchmarks/conv_layers.py --out=benchmarks/results
+	$(VENV)/bin/python benchmarks/compile_time.py --out=benchmarks/results
 	$(VENV)/bin/python benchmarks/population.py --out=benchmarks/results
 	$(VENV)/bin/python benchmarks/planner.py --out=benchmarks/results
 
