@@ -11,3 +11,24 @@ import jax  # noqa: E402
 
 jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def fowm_smoke_dataset(tmp_path_factory) -> str:
+    """Path of a small FOWM dataset of the smoke env: uniform-random rollouts, 2 streams x 24
+    rows, saved in the `make_dataset.py` format."""
+    from jaxwm.agents.fowm import config as fowm_config
+    from jaxwm.agents.tdmpc import train as tdmpc_train
+    from jaxwm.data import datasets
+    config = fowm_config.get_config("smoke")
+    env = tdmpc_train.make_env(config.env, seed=123)
+    try:
+        arrays = tdmpc_train.rollout(env, tdmpc_train.random_policy(env.act_space), None,
+                                     jax.random.key(0), 24)
+    finally:
+        env.close()
+    path = str(tmp_path_factory.mktemp("data") / "random.npz")
+    return datasets.save(path, arrays, {"env": config.env.name, "kind": "random",
+                                        "env_options": dict(config.env.overrides)})

@@ -3,14 +3,11 @@ dataset is checked against the env, config errors name the field; (slow) on Cart
 finetuned policy beats the offline-only one."""
 import os
 
-import jax
 import numpy as np
 import pytest
 
 from jaxwm.agents.fowm import config as fowm_config
 from jaxwm.agents.fowm.train import summary_numbers, train_and_evaluate
-from jaxwm.agents.tdmpc import train as tdmpc_train
-from jaxwm.data import datasets
 from jaxwm.runtime.logging import read_metrics
 from jaxwm.runtime.workdir import UserError
 
@@ -22,19 +19,9 @@ def smoke_config(path):
     return config
 
 
-@pytest.fixture(scope="module")
-def dataset_path(tmp_path_factory):
-    """Uniform-random rollouts of the smoke env (2 streams x 24 rows) saved as a dataset."""
-    config = fowm_config.get_config("smoke")
-    env = tdmpc_train.make_env(config.env, seed=123)
-    try:
-        arrays = tdmpc_train.rollout(env, tdmpc_train.random_policy(env.act_space), None,
-                                     jax.random.key(0), 24)
-    finally:
-        env.close()
-    path = str(tmp_path_factory.mktemp("data") / "random.npz")
-    return datasets.save(path, arrays, {"env": config.env.name, "kind": "random",
-                                        "env_options": dict(config.env.overrides)})
+@pytest.fixture
+def dataset_path(fowm_smoke_dataset):
+    return fowm_smoke_dataset
 
 
 def test_smoke_offline_then_online(dataset_path, tmp_path):

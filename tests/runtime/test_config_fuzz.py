@@ -18,7 +18,6 @@ import math
 import os
 import tempfile
 
-import jax
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -29,7 +28,6 @@ from jaxwm.agents.dreamer import train as dreamer_train
 from jaxwm.agents.fowm import train as fowm_train
 from jaxwm.agents.plan2explore import train as plan2explore_train
 from jaxwm.agents.tdmpc import train as tdmpc_train
-from jaxwm.data import datasets
 from jaxwm.runtime import checkpoint, world_model_training
 from jaxwm.runtime.logging import save_config
 from jaxwm.runtime.workdir import UserError
@@ -171,20 +169,9 @@ def finished_run(workdir: str, config) -> None:
         f.write(bytes(range(256)))
 
 
-@pytest.fixture(scope="module")
-def dataset_path(tmp_path_factory):
-    """A small FOWM dataset of the smoke env (uniform-random rollouts), as tests/agents/test_fowm
-    makes it."""
-    config = fowm.get_config("smoke")
-    env = tdmpc_train.make_env(config.env, seed=123)
-    try:
-        arrays = tdmpc_train.rollout(env, tdmpc_train.random_policy(env.act_space), None,
-                                     jax.random.key(0), 24)
-    finally:
-        env.close()
-    path = str(tmp_path_factory.mktemp("data") / "random.npz")
-    return datasets.save(path, arrays, {"env": config.env.name, "kind": "random",
-                                        "env_options": dict(config.env.overrides)})
+@pytest.fixture
+def dataset_path(fowm_smoke_dataset):
+    return fowm_smoke_dataset
 
 
 @pytest.fixture

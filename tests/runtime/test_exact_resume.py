@@ -8,14 +8,12 @@ import importlib.util
 import os
 import random
 
-import jax
 import pytest
 
 from experiments.configs import world_model as wm_configs
 from jaxwm.agents.dreamer import train as dreamer_train
 from jaxwm.agents.fowm import train as fowm_train
 from jaxwm.agents.tdmpc import train as tdmpc_train
-from jaxwm.data import datasets
 from jaxwm.runtime import logging as run_logging
 from jaxwm.runtime import world_model_training
 from jaxwm.runtime.logging import read_metrics
@@ -93,16 +91,8 @@ def test_tdmpc_resume_is_exact(tmp_path, monkeypatch):
     _check(tdmpc_train.train_and_evaluate, config, tmp_path, monkeypatch, seed=2)
 
 
-def test_fowm_resume_is_exact(tmp_path, monkeypatch):
+def test_fowm_resume_is_exact(tmp_path, monkeypatch, fowm_smoke_dataset):
     config = _load("fowm")
     config.run.env_steps, config.run.progress_bar = 80, False
-    env = tdmpc_train.make_env(config.env, seed=123)
-    try:
-        arrays = tdmpc_train.rollout(env, tdmpc_train.random_policy(env.act_space), None,
-                                     jax.random.key(0), 24)
-    finally:
-        env.close()
-    config.dataset.path = datasets.save(
-        str(tmp_path / "random.npz"), arrays,
-        {"env": config.env.name, "kind": "random", "env_options": dict(config.env.overrides)})
+    config.dataset.path = fowm_smoke_dataset
     _check(fowm_train.train_and_evaluate, config, tmp_path, monkeypatch, seed=3)
