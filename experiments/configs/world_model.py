@@ -30,6 +30,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c.train.replay_capacity = 250_000  # steps per env kept in replay
     c.train.log_every = 1000       # env steps between metric records
     c.train.checkpoint_every = 50_000  # env steps between checkpoints
+    c.train.checkpoints_to_keep = 2    # newest checkpoints kept (0: all); older ones are fallbacks
     c.train.video_len = 50         # frames in the open-loop GIF (5 observed, rest imagined)
     if preset == "cpu":
         c.train.env_steps = 20_000

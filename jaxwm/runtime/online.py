@@ -52,6 +52,7 @@ def run_config() -> ml_collections.ConfigDict:
     c.policy = "learned"       # 'learned' or 'random' (baseline: uniform actions, no training)
     c.log_every = 5000         # env steps between metric records
     c.checkpoint_every = 50_000  # env steps between checkpoints (and at the end)
+    c.checkpoints_to_keep = 2  # newest checkpoints kept (0: all); older ones are fallbacks
     c.video_every = 0          # env steps between open-loop GIFs (0: only at the end)
     c.video_len = 50           # steps per GIF (5 observed, the rest imagined)
     c.eval_every = 0           # env steps between evaluation phases (0: only at the end)
@@ -60,7 +61,8 @@ def run_config() -> ml_collections.ConfigDict:
     return c
 
 
-EXTENDABLE = ("run.steps",)   # config fields a resumed run may change (a longer run)
+# config fields a resumed run may change: the budget and what training never sees
+EXTENDABLE = ("run.steps", "run.checkpoints_to_keep")
 
 
 def check_run_config(c: ml_collections.ConfigDict) -> None:
@@ -214,7 +216,7 @@ def run(agent, env_fn: Callable, config: ml_collections.ConfigDict, workdir: str
         agent_state = sharding.replicate(agent_state, mesh)
     state = {"agent": agent_state,
              "replay": replay.init(spec, c.replay_capacity, env.num_envs, mesh), "key": key}
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=2)
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), c.checkpoints_to_keep or None)
     env_step, meta = 0, {}
     restored = ckpt.restore_latest(state)
     if restored is not None:

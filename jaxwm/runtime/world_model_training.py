@@ -64,14 +64,14 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
             **config.env.overrides)
         env = make_env(0)
         wm = WorldModel(config.model, env.obs_space, env.act_space)
-        check_saved_config(config, workdir, ("train.env_steps",))
+        check_saved_config(config, workdir, ("train.env_steps", "train.checkpoints_to_keep"))
     spec = replay.env_spec(env)
     key = jax.random.PRNGKey(config.seed)
     key, key_init = jax.random.split(key)
     state = {"wm": sharding.replicate(jax.jit(wm.init_state)(key_init), mesh),
              "replay": replay.init(spec, t.replay_capacity, env.num_envs, mesh),
              "key": sharding.replicate(key, mesh)}
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=2)
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), t.checkpoints_to_keep or None)
     env_step, meta = 0, {}
     restored = ckpt.restore_latest(state)
     if restored is not None:

@@ -60,3 +60,22 @@ def test_world_model_binary_runs_and_a_bad_value_leaves_the_run_intact(tmp_path)
         assert "Traceback" not in bad.stderr
         assert bad.stderr.strip().splitlines()[-1].startswith(message), bad.stderr[-500:]
         assert snapshot(workdir) == before
+
+
+def test_make_dataset_takes_its_env_from_the_config(tmp_path):
+    # The binary used to let its own --env default (CartpoleSwingup) win silently over the
+    # config's env; the config's env must be what gets trained and written.
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    done = subprocess.run(
+        [sys.executable, os.path.join("experiments", "make_dataset.py"),
+         "--config=experiments/configs/tdmpc.py:smoke", "--config.env.name=CartpoleBalance-v1",
+         "--config.run.progress_bar=False", "--stages=24", "--data_stage=24",
+         "--random_steps=8", "--kinds=random", f"--workdir={tmp_path / 'run'}",
+         f"--out_dir={tmp_path / 'data'}"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(tmp_path / "run" / "config.json") as f:
+        assert json.load(f)["env"]["name"] == "CartpoleBalance-v1"
+    from jaxwm.data import datasets
+    _, meta = datasets.load(str(tmp_path / "data" / "random.npz"))
+    assert meta["env"] == "CartpoleBalance-v1"

@@ -82,6 +82,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     d.seq_len = 50                 # steps per sequence
     d.eval_deployments = "last"    # deployments after which to run zero-shot eval: 'last',
     #                                'all', 'none' or comma-separated indices
+    d.checkpoints_to_keep = 2      # newest deployment checkpoints kept (0: all)
     d.num_devices = 1              # devices of the `data` mesh axis: replay split over env slots,
     #                                batches over sequences, params replicated (1: no mesh)
     c.zero_shot = zero_shot_config(size)

@@ -50,7 +50,7 @@ from jaxwm.types import TrainState
 from jaxwm.utils import random_action, scan_gradient_steps
 
 # config fields a resumed run may change (more deployments would need a larger replay)
-EXTENDABLE = ("deploy.eval_deployments",)
+EXTENDABLE = ("deploy.eval_deployments", "deploy.checkpoints_to_keep")
 
 
 @flax.struct.dataclass
@@ -326,7 +326,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, progress: bool = True,
         learner_state = sharding.replicate(learner_state, mesh)
     state = {"learner": learner_state,
              "replay": replay.init(spec, capacity, config.env.num_envs, mesh), "key": key}
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=2)
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"),
+                        d.checkpoints_to_keep or None)
     start, cells, meta = 0, [], {}
     restored = ckpt.restore_latest(state)
     if restored is not None:
