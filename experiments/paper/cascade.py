@@ -61,7 +61,7 @@ NAMES = {"cascade": "CASCADE", "pp2e": "PP2E", "p2e": "P2E", "random": "Random"}
 CASCADE = "cascade"
 ZERO_SHOT = "zero_shot/"
 DIVERSITY_KEYS = ("deployment_coverage", "member_unique_cells", "member_js",
-                  "popdiv_return_share", "popdiv_advantage_share")
+                  "popdiv_return_share", "popdiv_advantage_share", "final_state_spread")
 TASK_MEAN = "zero_shot/mean"       # per-record mean over the evaluated tasks
 ALL_TASKS = "zero_shot/all_tasks"  # name of the pooled (runs x tasks) aggregate
 
@@ -370,7 +370,7 @@ def diversity_table(records: Mapping) -> str:
         cells = []
         for k in keys:
             v = np.array(list(last_values(seeds, k).values()))
-            digits = 2 if k.startswith(("member_js", "popdiv")) else 1
+            digits = 2 if k.startswith(("member_js", "popdiv", "final_state")) else 1
             cells.append(f"{v.mean():.{digits}f} ({v.min():.{digits}f}-{v.max():.{digits}f})"
                          if v.size else "-")
         lines.append(f"| {_name(m)} | " + " | ".join(cells) + " |")
@@ -629,6 +629,16 @@ def main(argv):
                 f"## Probability of improvement\n\n"
                 f"{improvement_lines(aggs[ALL_TASKS], 'the zero-shot tasks (averaged over tasks)')}"
                 f"\n{improvement_lines(aggs[TASK_MEAN], 'the mean over tasks')}\n")
+        text += ("\n## Member diversity at the last deployment (mean over seeds, min-max)\n\n"
+                 f"{diversity_table(records)}\n")
+        if CASCADE in records:
+            text += ("\n## Paired per-seed differences at the last evaluation (mean [95% "
+                     "bootstrap CI])\n\n"
+                     + "\n".join(difference_lines({CASCADE: records[CASCADE], m: seeds},
+                                                   k, m, reps, k.removeprefix(ZERO_SHOT))
+                                  for m, seeds in records.items() if m != CASCADE
+                                  for k in tasks + [TASK_MEAN])
+                     + "\n")
         if common_deployments(records, CRAFTER_SCORE):
             aggs[CRAFTER_SCORE] = aggregate(records, CRAFTER_SCORE, reps=reps)
             text += (f"\n## Crafter score of the deployments' episodes\n\n"
