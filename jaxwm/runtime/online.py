@@ -33,6 +33,7 @@ from jaxwm.data import replay
 from jaxwm.runtime import sharding
 from jaxwm.runtime.checkpoint import Checkpointer
 from jaxwm.runtime.logging import RunLogger, save_config, to_python
+from jaxwm.runtime.workdir import check_saved_config, check_values, user_errors
 
 POLICIES = ("learned", "random")
 MODES = ("explore", "eval", "random")
@@ -97,6 +98,23 @@ def sample_batches(replay_state, key, num: int, batch_size: int, seq_len: int) -
     keys = jax.random.split(key, num)
     batches = [replay.sample(replay_state, k, batch_size, seq_len) for k in keys]
     return jax.tree.map(lambda *xs: jnp.stack(xs), *batches)
+
+
+def prepare(config: ml_collections.ConfigDict, workdir: str, build: Callable) -> tuple:
+    """The run contract of an online binary (`jaxwm.runtime.workdir`), before anything is
+    written: validate `config`, call `build(env)` on a probe env of the run, refuse a workdir of
+    another config. Returns (env_fn for `run`, what `build` returned)."""
+    with user_errors():
+        check_values(config)
+        check_run_config(config.run)
+        env_fn = lambda step: make_env(config.env, env_seed(config.seed, step))  # noqa: E731
+        env = env_fn(0)
+        try:
+            built = build(env)
+        finally:
+            env.close()
+        check_saved_config(config, workdir, EXTENDABLE)
+    return env_fn, built
 
 
 def env_seed(seed: int, step: int) -> int:

@@ -28,7 +28,7 @@ from jaxwm.agents.dreamer import train as dreamer_train
 from jaxwm.agents.fowm import train as fowm_train
 from jaxwm.agents.plan2explore import train as plan2explore_train
 from jaxwm.agents.tdmpc import train as tdmpc_train
-from jaxwm.runtime import checkpoint, world_model_training
+from jaxwm.runtime import checkpoint, online, world_model_training
 from jaxwm.runtime.logging import save_config
 from jaxwm.runtime.workdir import UserError
 
@@ -176,11 +176,13 @@ def dataset_path(fowm_smoke_dataset):
 
 @pytest.fixture
 def stop_before_writing(monkeypatch):
-    """Makes each train module raise `PastValidation` once its `check_saved_config` passes (the
-    end of its validate-and-build block), or at any `Checkpointer`. Returns a list that records
-    the calls that got to `check_saved_config`."""
+    """Makes each train module (and `online.prepare`, which Dreamer and P2E use) raise
+    `PastValidation` once its `check_saved_config` passes (the end of its validate-and-build
+    block), or at any `Checkpointer`. Returns a list that records the calls that got to
+    `check_saved_config`."""
     reached = []
-    for _, module, _ in BINARIES.values():
+    callers = {m for _, m, _ in BINARIES.values() if hasattr(m, "check_saved_config")}
+    for module in callers | {online}:
         real = module.check_saved_config
 
         def check_then_stop(*args, _real=real, **kwargs):

@@ -5,23 +5,15 @@ import ml_collections
 from jaxwm.agents.plan2explore.agent import Plan2Explore
 from jaxwm.envs import tasks as task_lib
 from jaxwm.runtime import online, zero_shot
-from jaxwm.runtime.workdir import check_saved_config, check_values, user_errors
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Explore reward-free (or resume) in `workdir`. If the env has a task family
     (`jaxwm.envs.tasks.family_for_env`), replay steps are labelled with all its rewards and the
     zero-shot protocol runs at the end of training. Returns the run summary (`online.run`)."""
-    with user_errors():   # nothing is written before the config is known to be valid
-        check_values(config)
-        online.check_run_config(config.run)
-        env_fn = lambda step: online.make_env(  # noqa: E731
-            config.env, online.env_seed(config.seed, step))
-        env = env_fn(0)
-        family = task_lib.family_for_env(config.env.name, env)
-        agent = Plan2Explore(config, env.obs_space, env.act_space)
-        env.close()
-        check_saved_config(config, workdir, online.EXTENDABLE)
+    env_fn, (family, agent) = online.prepare(config, workdir, lambda env: (
+        task_lib.family_for_env(config.env.name, env),
+        Plan2Explore(config, env.obs_space, env.act_space)))
     eval_env_fn = lambda n: online.make_env(config.env, config.seed + 10_000,  # noqa: E731
                                             num_envs=n)
 
