@@ -17,10 +17,10 @@ Grid worlds add each method's member diversity at the last deployment (cells uni
 Jensen-Shannon divergence between members' visitation, PopDiv's share of the explorers'
 returns) and paired per-seed differences CASCADE - baseline with bootstrap CIs.
 
---sweep runs CASCADE over lambda (--lambdas) x running normalization (--normalize) instead, in
-`<out_dir>_sweep/lam<lambda>_norm<on|off>/seed_<s>`, and reports per cell the coverage IQM, the
-probability of improvement and the paired per-seed difference over lambda = 0 (PP2E) with the
-same normalization, and PopDiv's share of the return.
+--sweep runs CASCADE over lambda (--lambdas) x running normalization (--normalize) x PopDiv
+placement (--placements) instead, in `<out_dir>_sweep/lam<lambda>_norm<on|off>[_spread]/seed_<s>`,
+and reports per cell the coverage IQM, the probability of improvement and the paired per-seed
+difference over lambda = 0 (PP2E) with the same normalization, and PopDiv's share of the return.
 
 Writes `table.md`, `results.json` and the figure to --out_dir.
 
@@ -426,6 +426,8 @@ def define_flags() -> None:
     flags.DEFINE_list("lambdas", ["0", "0.1", "0.3", "0.5", "0.9"], "--sweep: lambda values "
                       "(cascade.diversity_scale); 0 is PP2E.")
     flags.DEFINE_list("normalize", ["off", "on"], "--sweep: cascade.normalize values.")
+    flags.DEFINE_list("placements", ["final"], "--sweep: cascade.diversity_placement values "
+                      "(final, spread); lambda 0 runs once, as 'final'.")
 
 
 @functools.cache
@@ -454,8 +456,10 @@ def build_config(preset: str, domain: str, env: str, method: str, seed: int,
     return config
 
 
-def sweep_cell(lam: float, normalize: bool) -> str:
-    return f"lam{lam:g}_norm{'on' if normalize else 'off'}"
+def sweep_cell(lam: float, normalize: bool, placement: str = "final") -> str:
+    """Directory name of a sweep cell; PP2E (lambda 0) has no placement."""
+    suffix = "" if placement == "final" or lam == 0 else f"_{placement}"
+    return f"lam{lam:g}_norm{'on' if normalize else 'off'}{suffix}"
 
 
 def _run_one(config_dict: dict, workdir: str) -> None:
@@ -471,9 +475,10 @@ def run_grid(out_dir: str, env: str) -> dict:
     """Runs (or reuses) every (method or sweep cell, seed) on `env` ('' = the preset's), in
     --jobs processes; returns {method or cell: {seed: records}}."""
     if FLAGS.sweep:
-        cells = {sweep_cell(float(lam), norm == "on"): dict(
-            diversity_scale=float(lam), normalize=norm == "on")
-            for norm in FLAGS.normalize for lam in FLAGS.lambdas}
+        cells = {sweep_cell(float(lam), norm == "on", place): dict(
+            diversity_scale=float(lam), normalize=norm == "on",
+            diversity_placement=place if float(lam) else "final")
+            for place in FLAGS.placements for norm in FLAGS.normalize for lam in FLAGS.lambdas}
         grid = [(cell, "cascade", overrides, s) for s in range(FLAGS.seeds)
                 for cell, overrides in cells.items()]
     else:  # seed-major, so that a stopped grid still holds paired seeds
@@ -521,12 +526,13 @@ def sweep_report(records: Mapping, reps: int) -> tuple:
     diversity and the explorers' policy entropy (means over seeds), and against lambda = 0
     with the same normalization the probability of improvement and the paired per-seed
     difference in cumulative coverage."""
-    lines = ["| lambda | normalize | cumulative cells | cells in last deployment | "
-             "PopDiv share of return | member JS | explorer entropy | P(> lambda 0) | "
-             "paired diff vs lambda 0 |", "|---" * 9 + "|"]
+    lines = ["| lambda | normalize | PopDiv placement | cumulative cells | "
+             "cells in last deployment | PopDiv share of return | member JS | explorer entropy | "
+             "P(> lambda 0) | paired diff vs lambda 0 |", "|---" * 10 + "|"]
     aggs = {}
     for cell, seeds in records.items():
         lam, norm = cell.removeprefix("lam").split("_norm")
+        norm, _, placement = norm.partition("_")
         ref = sweep_cell(0.0, norm == "on")
         pair = {cell: seeds, ref: records[ref]} if ref in records and ref != cell else \
             {cell: seeds}
@@ -543,7 +549,8 @@ def sweep_report(records: Mapping, reps: int) -> tuple:
                       f"({d['wins']}/{d['seeds']})")
         else:
             versus = "- | -"
-        lines.append(f"| {lam} | {norm} | {_cell(agg['methods'][cell], -1, 1)} | "
+        lines.append(f"| {lam} | {norm} | {placement or 'final'} | "
+                     f"{_cell(agg['methods'][cell], -1, 1)} | "
                      f"{_cell(within['methods'][cell], -1, 1)} | "
                      f"{means['popdiv_return_share']:.2f} | {means['member_js']:.2f} | "
                      f"{means['actor_entropy']:.2f} | {versus} |")
@@ -560,6 +567,9 @@ def main(argv):
                          f"{METHODS}")
     if FLAGS.seeds < 1:
         raise ValueError(f"--seeds={FLAGS.seeds} must be >= 1")
+    placements = ("final", "spread")
+    if not set(FLAGS.placements) <= set(placements) or not FLAGS.placements:
+        raise ValueError(f"--placements={','.join(FLAGS.placements)}; allowed: {placements}")
     domain = FLAGS.domain
     kind = DOMAINS[domain]
     env = build_config(FLAGS.preset, domain, FLAGS.env, "cascade", 0, "").env.name

@@ -154,7 +154,7 @@ def parsed_flags():
         paper.define_flags()
     names = ("preset", "domain", "env", "methods", "seeds", "out_dir", "skip_existing",
              "eval_deployments", "return_scale", "reps", "jobs", "sweep", "lambdas",
-             "normalize")
+             "normalize", "placements")
     saved = {name: flags.FLAGS[name].value for name in names}
     yield flags.FLAGS
     for name, value in saved.items():
@@ -296,26 +296,36 @@ def test_paired_difference_hand_worked():
 
 
 def test_script_sweep_on_fake_runs(tmp_path, fake_deployments, parsed_flags):
-    """--sweep over lambda {0, 0.5} without normalization, 2 seeds: coverage 2 d + 10 lambda +
-    seed, so lambda 0.5 beats lambda 0 by exactly 5 cells in both seeds."""
+    """--sweep over lambda {0, 0.5} without normalization, PopDiv at the final step or spread,
+    2 seeds: coverage 2 d + 10 lambda + seed (+ 1 when spread), so lambda 0.5 beats lambda 0 by
+    exactly 5 (final) or 6 (spread) cells in both seeds; lambda 0 runs once."""
     last = paper.last_deployment(paper.build_config("smoke", "minigrid", "", "cascade", 0, ""))
 
     def records(config):
         lam = config.cascade.diversity_scale
+        spread = config.cascade.diversity_placement == "spread"
         return [dict(r, deployment_coverage=1.0, popdiv_return_share=lam, member_js=0.5,
                      actor_entropy=1.0)
-                for r in run({d: 2 * d + 10 * lam + config.seed for d in range(last + 1)})]
+                for r in run({d: 2 * d + 10 * lam + config.seed + spread
+                              for d in range(last + 1)})]
 
     configs = fake_deployments(records)
     out = tmp_path / "sweep"
     parsed_flags(["prog", "--preset=smoke", "--sweep", "--lambdas=0,0.5", "--normalize=off",
-                  "--seeds=2", f"--out_dir={out}", "--reps=50"])
+                  "--placements=final,spread", "--seeds=2", f"--out_dir={out}", "--reps=50"])
     paper.main([])
-    assert sorted((c.method, c.cascade.diversity_scale, c.cascade.normalize, c.seed)
-                  for c in configs) == [("cascade", lam, False, s) for lam in (0.0, 0.5)
-                                        for s in (0, 1)]
+    assert sorted((c.cascade.diversity_scale, c.cascade.diversity_placement, c.seed)
+                  for c in configs) == [(0.0, "final", 0), (0.0, "final", 1),
+                                        (0.5, "final", 0), (0.5, "final", 1),
+                                        (0.5, "spread", 0), (0.5, "spread", 1)]
+    assert {(c.method, c.cascade.normalize) for c in configs} == {("cascade", False)}
     assert (out / "lam0.5_normoff" / "seed_1" / "metrics.jsonl").exists()
+    assert (out / "lam0.5_normoff_spread" / "seed_1" / "metrics.jsonl").exists()
     table = (out / "table.md").read_text()
-    assert "| 0.5 | off |" in table and "| 0.50 | 0.50 | 1.00 | 1.00 [1.00, 1.00] | " \
+    assert "| 0.5 | off | final |" in table and "| 0.50 | 0.50 | 1.00 | 1.00 [1.00, 1.00] | " \
         "+5.0 [+5.0, +5.0] (2/2) |" in table, table
-    assert "| 0 | off |" in table and "| - | - |" in table
+    assert "| 0.5 | off | spread |" in table and "+6.0 [+6.0, +6.0] (2/2) |" in table, table
+    assert "| 0 | off | final |" in table and "| - | - |" in table
+    parsed_flags(["prog", "--sweep", "--placements=middle"])
+    with pytest.raises(ValueError, match=r"--placements=middle; allowed: \('final', 'spread'\)"):
+        paper.main([])
