@@ -24,8 +24,19 @@ class TrainState:
                             opt_state=opt_state, step=self.step + 1)
 
 
+def decoupled_weight_decay(rate: float) -> optax.GradientTransformation:
+    """Adds -rate * w to the updates, so the step ends at (1 - rate) w + update: DreamerV2's
+    decay (`var.assign((1 - wd) * var)` each step), independent of the learning rate, unlike
+    `optax.adamw`'s lr * rate."""
+    def update(updates, state, params):
+        return jax.tree.map(lambda u, w: u - rate * w, updates, params), state
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 def adam(lr: float, eps: float = 1e-5, clip: float = 100.0, weight_decay: float = 0.0):
-    """DreamerV2 optimizer: global-norm clipping then Adam(W)."""
-    opt = (optax.adamw(lr, eps=eps, weight_decay=weight_decay) if weight_decay
-           else optax.adam(lr, eps=eps))
-    return optax.chain(optax.clip_by_global_norm(clip), opt) if clip else opt
+    """DreamerV2 optimizer: global-norm clipping, Adam, then decoupled weight decay."""
+    parts = [optax.clip_by_global_norm(clip)] if clip else []
+    parts.append(optax.adam(lr, eps=eps))
+    if weight_decay:
+        parts.append(decoupled_weight_decay(weight_decay))
+    return optax.chain(*parts) if len(parts) > 1 else parts[0]

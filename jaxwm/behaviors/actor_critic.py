@@ -74,8 +74,9 @@ def behavior_config() -> ml_collections.ConfigDict:
     c.actor_max_std = 1.0      # upper bound of the std ('normal' only, DreamerV3)
     c.actor_unimix = 0.0       # uniform mix of the discrete actor's probs (V3: 0.01)
     c.actor_grad = "auto"      # 'auto' (reinforce if discrete else dynamics), 'reinforce',
-    #                            'dynamics' or 'mix' (rho = actor_grad_mix)
-    c.actor_grad_mix = 0.1     # rho: weight of REINFORCE when actor_grad == 'mix'
+    #                            'dynamics' or 'mix'
+    c.actor_grad_mix = 0.1     # 'mix': weight of dynamics backprop (DreamerV2: mix * dynamics
+    #                            + (1 - mix) * reinforce), so rho = 1 - actor_grad_mix
     c.actor_ent = 1e-3         # entropy bonus eta (1e-3 Atari, 1e-4 DMC)
     c.actor_lr = 4e-5          # actor Adam learning rate (4e-5 Atari, 8e-5 DMC)
     c.critic_lr = 1e-4         # critic Adam learning rate (1e-4 Atari, 8e-5 DMC)
@@ -235,8 +236,8 @@ class ActorCritic:
         grad = c.actor_grad
         if grad == "auto":
             grad = "reinforce" if self.discrete else "dynamics"
-        self.rho = {"reinforce": 1.0, "dynamics": 0.0, "mix": float(c.actor_grad_mix)}[grad]
-        if not 0.0 <= self.rho <= 1.0:
+        self.rho = {"reinforce": 1.0, "dynamics": 0.0, "mix": 1.0 - c.actor_grad_mix}[grad]
+        if not 0.0 <= c.actor_grad_mix <= 1.0:
             raise ValueError(f"behavior.actor_grad_mix={c.actor_grad_mix!r} must be in [0, 1]")
         if c.horizon < 1:
             raise ValueError(f"behavior.horizon={c.horizon!r} must be an int >= 1")

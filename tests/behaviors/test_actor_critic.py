@@ -157,6 +157,32 @@ def test_dynamics_backprop_pushes_actions_up_the_reward(continuous):
     assert abs(float(grad[1])) < abs(float(grad[0]))
 
 
+def test_mix_one_is_pure_dynamics_backprop_and_zero_pure_reinforce(continuous):
+    """DreamerV2's `actor_grad_mix` weighs dynamics backprop: mix * dynamics + (1 - mix) *
+    reinforce. So mix = 1 has the 'dynamics' gradient exactly and mix = 0 the 'reinforce' one."""
+    wm, _, wm_params, state, start = continuous
+    reward_fn = lambda traj: 10.0 * traj.actions[..., 0]  # noqa: E731
+
+    def actor_grad(**behavior):
+        ac = tiny(False, **behavior)[1]
+
+        def loss(actor_params):
+            traj = ac.imagine(wm, wm_params, actor_params, start, 5, jax.random.PRNGKey(3))
+            return ac.losses(actor_params, state.critic.params, state, wm, wm_params, traj,
+                             reward_fn(traj))[0]
+        return ac.rho, jax.jit(jax.grad(loss))(state.actor.params)
+
+    rho_mix1, mix1 = actor_grad(actor_grad="mix", actor_grad_mix=1.0)
+    rho_dyn, dynamics = actor_grad(actor_grad="dynamics")
+    rho_mix0, mix0 = actor_grad(actor_grad="mix", actor_grad_mix=0.0)
+    rho_rf, reinforce = actor_grad(actor_grad="reinforce")
+    assert (rho_mix1, rho_dyn, rho_mix0, rho_rf) == (0.0, 0.0, 1.0, 1.0)
+    jax.tree.map(np.testing.assert_array_equal, mix1, dynamics)
+    jax.tree.map(np.testing.assert_array_equal, mix0, reinforce)
+    # The two estimators differ, so the test tells them apart.
+    assert float(jnp.abs(out_bias_grad(mix1) - out_bias_grad(mix0)).max()) > 1e-6
+
+
 def test_reinforce_raises_probability_of_rewarded_action(discrete):
     wm, ac, wm_params, state, start = discrete
     assert ac.rho == 1.0                      # 'auto' on discrete actions

@@ -22,7 +22,8 @@ def disag_config() -> ml_collections.ConfigDict:
     c.eps = 1e-5               # Adam epsilon
     c.clip = 100.0             # global-norm gradient clip
     c.weight_decay = 1e-6      # decoupled weight decay
-    c.log_reward = True        # r_int = log(disagreement) (DreamerV2 disag_log)
+    c.log_reward = False       # r_int = log(disagreement) if True (DreamerV2 disag_log, False
+    #                            since Sep 2021)
     c.intr_scale = 1.0         # weight of the intrinsic reward
     c.extr_scale = 0.0         # weight of the (reward-free, evaluation-only) reward head
     return c
