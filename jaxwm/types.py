@@ -33,6 +33,14 @@ def decoupled_weight_decay(rate: float) -> optax.GradientTransformation:
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
+def scale_subtree(name: str, factor: float) -> optax.GradientTransformation:
+    """Multiplies the updates of params[name] (a dict of params) by factor: after Adam this is
+    a learning rate of lr * factor for that part (TD-MPC2's encoder `enc_lr_scale`)."""
+    def update(updates, state, params=None):
+        return dict(updates, **{name: jax.tree.map(lambda u: factor * u, updates[name])}), state
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 def adam(lr: float, eps: float = 1e-5, clip: float = 100.0, weight_decay: float = 0.0):
     """DreamerV2 optimizer: global-norm clipping, Adam, then decoupled weight decay."""
     parts = [optax.clip_by_global_norm(clip)] if clip else []

@@ -83,11 +83,15 @@ def model_config(variant: str = "tdmpc") -> ml_collections.ConfigDict:
     c.target_every = 2           # gradient steps between EMA updates (TD-MPC update_freq)
     c.lr = 1e-3                  # Adam learning rate (TD-MPC 1e-3, TD-MPC2 / FOWM 3e-4)
     c.grad_clip = 10.0           # global-norm gradient clip (TD-MPC 10, TD-MPC2 20)
+    c.enc_lr_scale = 1.0         # encoder learning rate = lr * enc_lr_scale (TD-MPC2 0.3)
+    c.pi_eps = 1e-8              # Adam epsilon of the policy prior (TD-MPC2 1e-5)
+    c.dropout = 0.0              # dropout after the Q nets' first layer in training (TD-MPC2 0.01)
     if variant == "tdmpc2":
         c.latent_dim, c.enc_layers, c.act, c.layer_norm = 512, 1, "mish", True
         c.latent_norm, c.num_q, c.q_tanh_first, c.head = "simnorm", 5, False, "twohot"
         c.policy, c.ema_encoder, c.horizon = "gaussian", False, 3
         c.consistency_coef, c.reward_coef, c.lr, c.grad_clip, c.target_every = 20., .1, 3e-4, 20., 1
+        c.enc_lr_scale, c.pi_eps, c.dropout = 0.3, 1e-5, 0.01
     elif variant == "fowm":
         c.act, c.layer_norm, c.latent_norm, c.num_q = "mish", True, "sigmoid", 5
         c.value_learning, c.policy_objective = "iql", "awr"
@@ -117,7 +121,7 @@ def check_config(c: ml_collections.ConfigDict, prefix: str = "model") -> None:
     for name in ("latent_dim", "enc_dim", "enc_layers", "mlp_dim", "num_bins", "horizon",
                  "target_every", "simnorm_dim"):
         _check_positive(f"{prefix}.{name}", c[name])
-    for name in ("lr", "grad_clip", "bin_range", "awr_max_weight"):
+    for name in ("lr", "grad_clip", "bin_range", "awr_max_weight", "enc_lr_scale", "pi_eps"):
         _check_positive(f"{prefix}.{name}", c[name], integer=False)
     if c.num_q < 2:
         raise ValueError(f"{prefix}.num_q={c.num_q!r} must be an int >= 2 (targets use a min of 2)")
@@ -130,7 +134,7 @@ def check_config(c: ml_collections.ConfigDict, prefix: str = "model") -> None:
     for name in ("rho", "tau", "scale_tau"):
         if not 0.0 < c[name] <= 1.0:
             raise ValueError(f"{prefix}.{name}={c[name]!r} must be in (0, 1]")
-    for name in ("gamma", "expectile"):
+    for name in ("gamma", "expectile", "dropout"):
         if not 0.0 <= c[name] < 1.0:
             raise ValueError(f"{prefix}.{name}={c[name]!r} must be in [0, 1)")
 
@@ -215,16 +219,20 @@ class LatentNet(nn.Module):
 class ValueNet(nn.Module):
     """Q(z, a) / V(z) net: [..., I] -> [..., out], zero-initialized output layer.
 
-    tanh_first: first hidden layer is Dense -> LayerNorm -> tanh (TD-MPC, FOWM official code)."""
+    tanh_first: first hidden layer is Dense -> LayerNorm -> tanh (TD-MPC, FOWM official code);
+    dropout: rate after the first Dense when not `deterministic` (TD-MPC2's Q nets)."""
     hidden: int
     out: int
     act: str
     layer_norm: bool
     tanh_first: bool
+    dropout: float = 0.0
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, deterministic: bool = True):
         x = nn.Dense(self.hidden)(x)
+        if self.dropout:
+            x = nn.Dropout(self.dropout, deterministic=deterministic)(x)
         if self.tanh_first:
             x = jnp.tanh(nn.LayerNorm()(x))
         else:
@@ -265,7 +273,7 @@ class TOLD:
         self.reward_net = MLP(mlp, head_out, c.act, c.layer_norm, out_init_scale=0.0)
         pi_out = 2 * action_size if c.policy == "gaussian" else action_size
         self.pi_net = MLP(mlp, pi_out, c.act, c.layer_norm)
-        self.q_net = ValueNet(c.mlp_dim, head_out, c.act, c.layer_norm, c.q_tanh_first)
+        self.q_net = ValueNet(c.mlp_dim, head_out, c.act, c.layer_norm, c.q_tanh_first, c.dropout)
         self.v_net = ValueNet(c.mlp_dim, 1, c.act, c.layer_norm, c.q_tanh_first)
 
     # --- parameters ------------------------------------------------------------------------
@@ -312,13 +320,20 @@ class TOLD:
         """R: expected reward [...]."""
         return self._decode(self.reward_net.apply(params["reward"], _concat(z, a)))
 
-    def q_outputs(self, q_params, z, a):
-        """Raw head outputs of every member: [E, ..., 1 or K] (vmap over the stacked axis)."""
-        return ensemble.apply(self.q_net.apply, q_params, _concat(z, a))
+    def q_outputs(self, q_params, z, a, dropout_key=None):
+        """Raw head outputs of every member: [E, ..., 1 or K] (vmap over the stacked axis).
+        dropout_key: train-mode dropout (`config.dropout`), a key per member; None: eval mode
+        (TD-MPC2 computes TD targets and plans in eval mode)."""
+        za = _concat(z, a)
+        if dropout_key is None or not self.config.dropout:
+            return ensemble.apply(self.q_net.apply, q_params, za)
+        keys = jax.random.split(dropout_key, ensemble.size(q_params))
+        train = lambda p, k: self.q_net.apply(p, za, False, rngs={"dropout": k})  # noqa: E731
+        return jax.vmap(train)(q_params, keys)
 
-    def q_values(self, q_params, z, a):
+    def q_values(self, q_params, z, a, dropout_key=None):
         """Q_e(z, a) for e = 1..E: [E, ...]."""
-        return self._decode(self.q_outputs(q_params, z, a))
+        return self._decode(self.q_outputs(q_params, z, a, dropout_key))
 
     def v_value(self, params, z):
         """V(z): [...] (iql only)."""
@@ -400,7 +415,7 @@ class TOLD:
         mask = transition_mask(batch["is_first"])
         rho = rho_weights(horizon, c.rho)[:, None]
         weights = rho * mask                                           # [H, B]
-        k_pi, k_min, k_v = jax.random.split(key, 3)
+        k_pi, k_min, k_v, k_drop = jax.random.split(key, 4)
 
         next_z = sg(self.encode(params, obs[1:]))                      # [H, B, L]
         z_target = (self.encode(target, obs[1:]) if c.ema_encoder else next_z)
@@ -414,7 +429,7 @@ class TOLD:
         zs, reward_out = self.rollout(params, self.encode(params, obs[0]), actions)
         consistency = jnp.square(zs[1:] - sg(z_target)).mean(-1)       # [H, B]
         reward_loss = self._head_loss(reward_out, rewards)
-        q_out = self.q_outputs(params["q"], zs[:-1], actions)          # [E, H, B, .]
+        q_out = self.q_outputs(params["q"], zs[:-1], actions, k_drop)  # [E, H, B, .]
         q_loss = jax.vmap(self._head_loss, in_axes=(0, None))(q_out, td_target)
         q_loss = q_loss.sum(0) if self.bins is None else q_loss.mean(0)
 
@@ -452,7 +467,7 @@ class TOLD:
         """
         c = self.config
         horizon = zs.shape[0] - 1
-        k_pi, k_q = jax.random.split(key)
+        k_pi, k_q, k_drop = jax.random.split(key, 3)
         if c.policy_objective == "awr":
             actions = batch["action"][:-1].astype(jnp.float32)
             mask = transition_mask(batch["is_first"])
@@ -466,7 +481,7 @@ class TOLD:
             return loss, {"pi_loss": loss, "awr_weight": w.mean(), "advantage": (q - v).mean(),
                           "pi_log_prob": log_prob.mean()}
         action, log_prob = self.pi(pi_params, zs, k_pi)
-        qs = self.q_values(params["q"], zs, action)                   # [E, H + 1, B]
+        qs = self.q_values(params["q"], zs, action, k_drop)           # [E, H + 1, B]
         if c.num_q == 2:
             q = qs.min(0)
         else:

@@ -7,8 +7,9 @@ the top-k elites are averaged with weights exp(temperature (V - V_max)), the Gau
 (std clamped to [min_std, max_std], mean smoothed by momentum) for a few iterations, and the action
 executed is the first action of an elite drawn by weight (plus std noise when exploring). The mean
 is warm-started from the previous plan shifted by one step. TD-MPC2 keeps this with
-momentum 0 and averaged Qs. FOWM (Feng et al., CoRL 2023) penalizes epistemic
-uncertainty: every reward and the terminal value lose lambda * std_e Q_e over the Q-ensemble.
+momentum 0 and the mean of 2 randomly drawn Qs as terminal value. FOWM (Feng et al., CoRL 2023)
+takes the min of 2 random Qs of its 5 and penalizes epistemic uncertainty: every reward and the
+terminal value lose lambda * std_e Q_e over the whole Q-ensemble.
 
 `plan(config, fns, params, key, latent, prev_mean, is_first, explore)` is written for one latent
 (no batch axis) in the style of acme's MBOP MPPI (a pure function of config, model fns, params,
@@ -41,6 +42,8 @@ class MPPIConfig:
     gamma: float = 0.99           # discount of rewards and of the terminal value
     uncertainty_penalty: float = 0.0  # lambda: FOWM's penalty lambda * std_e Q_e (0: off)
     value_aggregation: str = "min"    # terminal Q over members: 'min' (TD-MPC) or 'mean' (TD-MPC2)
+    value_members: int = 0        # members aggregated: 0 = all, k = k drawn at random per call
+    #                               (TD-MPC2, FOWM: 2 of 5)
 
     def __post_init__(self):
         for name in ("horizon", "num_samples", "num_elites", "iterations"):
@@ -66,6 +69,9 @@ class MPPIConfig:
         if self.uncertainty_penalty < 0.0:
             raise ValueError(f"planner.uncertainty_penalty={self.uncertainty_penalty!r} must be "
                              f">= 0")
+        if isinstance(self.value_members, bool) or not isinstance(self.value_members, int) or (
+                self.value_members < 0):
+            raise ValueError(f"planner.value_members={self.value_members!r} must be an int >= 0")
         if self.value_aggregation not in AGGREGATIONS:
             raise ValueError(f"planner.value_aggregation={self.value_aggregation!r} is not one of "
                              f"{AGGREGATIONS}")
@@ -108,10 +114,16 @@ def trajectory_value(rewards: jax.Array, terminal: jax.Array, gamma: float) -> j
     return (discounts[:, None] * rewards).sum(0) + gamma ** horizon * terminal
 
 
-def penalized_value(qs: jax.Array, penalty: float, aggregation: str) -> jax.Array:
-    """Aggregate of an ensemble minus penalty * its sample std: [E, N] -> [N] (FOWM)."""
+def penalized_value(qs: jax.Array, penalty: float, aggregation: str, members: int = 0,
+                    key: jax.Array | None = None) -> jax.Array:
+    """Aggregate ('min' or 'mean') of an ensemble [E, N] -> [N], over all E members or over
+    `members` distinct ones drawn with `key` (one draw for all N, as TD-MPC2's Q(..., 'avg')),
+    minus penalty * the sample std over all E members (FOWM)."""
     chex.assert_rank(qs, 2)
-    value = qs.min(0) if aggregation == "min" else qs.mean(0)
+    chosen = qs
+    if members and members < qs.shape[0]:
+        chosen = qs[jax.random.choice(key, qs.shape[0], (members,), replace=False)]
+    value = chosen.min(0) if aggregation == "min" else chosen.mean(0)
     if penalty:
         value = value - penalty * qs.std(0, ddof=1)
     return value
@@ -153,7 +165,8 @@ def estimate_values(config: MPPIConfig, fns: ModelFns, params: Any, z: jax.Array
     """Values of action sequences from copies of one latent.  z [N, L], actions [N, H, A] -> [N].
 
     Rewards (minus lambda * std of Q_e(z_t, a_t) if lambda > 0) are accumulated by a scan over H;
-    the terminal value is the aggregated Q at (z_H, pi(z_H)), penalized the same way.
+    the terminal value is the aggregated Q at (z_H, pi(z_H)) (over `value_members` random
+    members if set), penalized the same way.
     """
     chex.assert_rank([z, actions], [2, 3])
     lam = config.uncertainty_penalty
@@ -165,8 +178,10 @@ def estimate_values(config: MPPIConfig, fns: ModelFns, params: Any, z: jax.Array
         return fns.next(params, z_t, a_t), r
 
     z_h, rewards = jax.lax.scan(step, z, jnp.swapaxes(actions, 0, 1))
-    qs = fns.q_ensemble(params, z_h, fns.policy(params, z_h, key))
-    terminal = penalized_value(qs, lam, config.value_aggregation)
+    k_pi, k_members = jax.random.split(key)
+    qs = fns.q_ensemble(params, z_h, fns.policy(params, z_h, k_pi))
+    terminal = penalized_value(qs, lam, config.value_aggregation, config.value_members,
+                               k_members)
     return trajectory_value(rewards, terminal, config.gamma)
 
 

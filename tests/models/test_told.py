@@ -84,6 +84,57 @@ def test_vmapped_q_ensemble_equals_loop_over_members(model):
     assert float(told.ensemble_std(vmapped).mean()) > 0
 
 
+def test_q_dropout_acts_only_with_a_key():
+    """TD-MPC2's Q nets drop first-layer units in training (a key) and never in eval (no key):
+    eval equals the member nets applied without dropout; train differs, is fixed by its key, and
+    with rate 0.5 zeroes about half of the first-layer units of each member."""
+    c = tiny_config("tdmpc2")
+    c.dropout = 0.5
+    m = told.TOLD(c, OBS, ACT)
+    params, _ = jax.jit(m.init)(jax.random.key(0))
+    q = jax.tree.map(lambda x: x + 0.1 * jax.random.normal(jax.random.key(5), x.shape),
+                     params["q"])
+    z = jax.random.normal(jax.random.key(3), (6, c.latent_dim))
+    a = jnp.zeros((6, ACT))
+    no_dropout = tiny_config("tdmpc2")
+    no_dropout.dropout = 0.0
+    plain = told.TOLD(no_dropout, OBS, ACT)                  # same layers, no dropout
+    np.testing.assert_array_equal(m.q_values(q, z, a), plain.q_values(q, z, a))
+    np.testing.assert_array_equal(plain.q_values(q, z, a, jax.random.key(7)),
+                                  plain.q_values(q, z, a))
+    train = m.q_values(q, z, a, jax.random.key(7))
+    np.testing.assert_array_equal(train, m.q_values(q, z, a, jax.random.key(7)))
+    assert float(jnp.abs(train - m.q_values(q, z, a)).min()) > 0
+    member = jax.tree.map(lambda x: x[0], q)
+    first = m.q_net.apply(member, jnp.concatenate([z, a], -1), False,
+                          rngs={"dropout": jax.random.key(8)}, capture_intermediates=True)
+    dropped = first[1]["intermediates"]["Dropout_0"]["__call__"][0]
+    assert 0.4 < float(jnp.mean(dropped == 0)) < 0.6
+
+
+def test_tdmpc2_encoder_learns_at_a_scaled_rate():
+    """enc_lr_scale 0.3: the encoder's Adam update is 0.3 x the one at scale 1, every other
+    part's is unchanged; the policy prior's Adam uses eps 1e-5 (TD-MPC2)."""
+    from jaxwm.agents.tdmpc import agent as tdmpc_agent, config as tdmpc_config
+    config = tdmpc_config.get_config("smoke_v2")
+    assert (config.model.enc_lr_scale, config.model.pi_eps, config.model.dropout) == \
+        (0.3, 1e-5, 0.01)
+    agent = tdmpc_agent.Agent(config, OBS, ACT)
+    config_one = tdmpc_config.get_config("smoke_v2")
+    config_one.model.enc_lr_scale = 1.0
+    unscaled = tdmpc_agent.Agent(config_one, OBS, ACT)
+    state = jax.jit(agent.init)(jax.random.key(0))
+    params = state.model.params
+    grads = jax.tree.map(lambda x: jax.random.normal(jax.random.key(1), x.shape), params)
+    scaled, _ = agent.optimizer.update(grads, agent.optimizer.init(params), params)
+    plain, _ = unscaled.optimizer.update(grads, unscaled.optimizer.init(params), params)
+    for part in params:
+        factor = 0.3 if part == "encoder" else 1.0
+        jax.tree.map(lambda s, p: np.testing.assert_allclose(s, factor * p, rtol=1e-6),
+                     scaled[part], plain[part])
+    assert told.model_config("tdmpc").enc_lr_scale == 1.0
+
+
 @pytest.mark.parametrize("variant", ["tdmpc", "fowm"])  # the MSE reward head
 def test_reward_loss_has_rho_weights_and_masks(variant):
     m = told.TOLD(tiny_config(variant), OBS, ACT)

@@ -129,6 +129,52 @@ def test_trajectory_value_and_penalized_value_hand_worked():
                                rtol=1e-6)
 
 
+def test_terminal_value_over_two_random_members_hand_worked():
+    """FOWM: min of 2 of 5 members drawn at random, minus lambda * std over all 5.
+    Q = [3, 1, 4, 1.5, 5]: of the 10 pairs, 4 hold the 1 (min 1), 3 more the 1.5 (min 1.5), then
+    2 hold the 3 (min 3) and 1 is {4, 5} (min 4): frequencies 0.4, 0.3, 0.2, 0.1, never 5.
+    Sample std over all 5: mean 2.9, squared deviations sum to 11.2, sqrt(11.2 / 4) = 1.6733.
+    Mean of 2 (TD-MPC2): the pair means, e.g. (1 + 1.5) / 2 = 1.25 only for the pair {1, 1.5}."""
+    qs = jnp.array([3.0, 1.0, 4.0, 1.5, 5.0])[:, None]
+    keys = jax.random.split(jax.random.key(0), 4000)
+    draw = jax.jit(jax.vmap(lambda k, lam, agg: mppi.penalized_value(qs, lam, agg, 2, k)[0],
+                            (0, None, None)), static_argnums=(1, 2))
+    values = np.asarray(draw(keys, 0.0, "min"))
+    freq = {v: np.mean(values == v) for v in (1.0, 1.5, 3.0, 4.0)}
+    np.testing.assert_allclose(list(freq.values()), [0.4, 0.3, 0.2, 0.1], atol=0.03)
+    assert sum(freq.values()) == 1.0
+    penalized = np.asarray(draw(keys, 1.0, "min"))
+    np.testing.assert_allclose(penalized, values - np.sqrt(11.2 / 4), rtol=1e-5)
+    means = np.asarray(draw(keys, 0.0, "mean"))
+    np.testing.assert_allclose(np.mean(means == 1.25), 0.1, atol=0.03)
+    # 0 members, or as many as the ensemble, aggregate all of it.
+    assert float(mppi.penalized_value(qs, 0.0, "min", 0)[0]) == 1.0
+    np.testing.assert_allclose(mppi.penalized_value(qs, 0.0, "mean", 5, keys[0]), [2.9])
+
+
+def test_estimate_values_uses_the_configured_terminal_members():
+    """Zero rewards and Q_e(z, a) = [3, 1, 4, 1.5, 5][e]: the value of a sequence is
+    gamma^H * (the terminal value), so with gamma = 0.5, H = 2 and 2 members it is a quarter of
+    one of the pair minima; with all members, exactly 0.25."""
+    fns = mppi.ModelFns(
+        next=lambda p, z, a: z, reward=lambda p, z, a: jnp.zeros(z.shape[0]),
+        q_ensemble=lambda p, z, a: jnp.broadcast_to(
+            jnp.array([3.0, 1.0, 4.0, 1.5, 5.0])[:, None], (5, z.shape[0])),
+        policy=lambda p, z, key: jnp.zeros((z.shape[0], 1)))
+    z, actions = jnp.zeros((3, 1)), jnp.zeros((3, 2, 1))
+    seen = set()
+    for members in (0, 2):
+        config = mppi.MPPIConfig(horizon=2, num_samples=3, num_pi_trajs=0, num_elites=1,
+                                 gamma=0.5, value_members=members)
+        for i in range(20):
+            v = mppi.estimate_values(config, fns, {}, z, actions, jax.random.key(i))
+            assert float(v.max()) == float(v.min())      # one draw for all sequences
+            seen.add((members, float(v[0]) / 0.25))
+    assert {v for m, v in seen if m == 0} == {1.0}
+    assert {v for m, v in seen if m == 2} <= {1.0, 1.5, 3.0, 4.0}
+    assert len({v for m, v in seen if m == 2}) > 1
+
+
 def test_mppi_update_hand_worked():
     # Values [0, 1, -5] with 2 elites -> samples 1 and 0 with weights exp(T * (V - 1)), T = ln 3:
     # w = [1, 1/3] / (4/3) = [0.75, 0.25]; mean = 0.75 * 2 + 0.25 * 1 = 1.75 (action of sample 1
@@ -145,6 +191,7 @@ def test_mppi_update_hand_worked():
 @pytest.mark.parametrize("changes,match", [
     (dict(num_elites=600), "planner.num_elites=600 must be <= num_samples"),
     (dict(value_aggregation="max"), r"planner.value_aggregation='max' is not one of \('min'"),
+    (dict(value_members=-1), "planner.value_members=-1 must be an int >= 0"),
     (dict(min_std=3.0), "planner.min_std=3.0"),
     (dict(horizon=0), "planner.horizon=0 must be an int >= 1"),
     (dict(uncertainty_penalty=-1.0), "planner.uncertainty_penalty=-1.0"),

@@ -34,6 +34,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     p, r, m = c.planner, c.run, c.model
     p.num_pi_trajs, p.num_elites, p.iterations = 51, 50, 1  # mixture 0.1, FOWM default.yaml
     p.uncertainty_penalty = 20.0       # lambda (D4RL 20, xArm 1)
+    p.value_members = 2                # terminal value: min of 2 random Qs of the 5 (FOWM)
     r.seed_steps, r.pretrain_updates = 0, 0  # online starts from the offline model
     r.batch_size = 256
     r.env_steps = 500_000              # online agent steps

@@ -18,7 +18,7 @@ from jaxwm.agents.tdmpc import config as tdmpc_config
 from jaxwm.data import replay
 from jaxwm.models import told
 from jaxwm.planners import mppi
-from jaxwm.types import TrainState, adam
+from jaxwm.types import TrainState, adam, scale_subtree
 
 
 @flax.struct.dataclass
@@ -43,7 +43,11 @@ class Agent:
         self.planner = tdmpc_config.planner_from(config)
         self.model = told.TOLD(config.model, obs_size, action_size)
         self.obs_size, self.action_size = obs_size, action_size
-        self.optimizer = adam(config.model.lr, eps=1e-8, clip=config.model.grad_clip)
+        c = config.model
+        self.optimizer = adam(c.lr, eps=1e-8, clip=c.grad_clip)
+        if c.enc_lr_scale != 1.0:
+            self.optimizer = optax.chain(self.optimizer, scale_subtree("encoder", c.enc_lr_scale))
+        self.pi_optimizer = adam(c.lr, eps=c.pi_eps, clip=c.grad_clip)
         m = self.model
         self.fns = mppi.ModelFns(
             next=lambda p, z, a: m.next(p["model"], z, a),
@@ -57,7 +61,7 @@ class Agent:
         """Fresh state; the EMA targets start as copies of the online params. Jit it."""
         params, pi_params = self.model.init(key)
         return AgentState(model=TrainState.create(params, self.optimizer),
-                          pi=TrainState.create(pi_params, self.optimizer),
+                          pi=TrainState.create(pi_params, self.pi_optimizer),
                           target=self.model.target_params(params), q_scale=jnp.ones(()))
 
     def replay_spec(self) -> dict:
@@ -82,7 +86,7 @@ class Agent:
         pi_grads, pi_metrics = jax.grad(self.model.policy_loss, has_aux=True)(
             state.pi.params, model_state.params, state.target, zs, batch, q_scale, k_pi)
         metrics.update(pi_metrics, pi_grad_norm=optax.global_norm(pi_grads), q_scale=q_scale)
-        pi_state = state.pi.apply_gradients(self.optimizer, pi_grads)
+        pi_state = state.pi.apply_gradients(self.pi_optimizer, pi_grads)
         new_target = told.ema(state.target, self.model.target_params(model_state.params), c.tau)
         due = model_state.step % c.target_every == 0
         target = jax.tree.map(lambda new, old: jnp.where(due, new, old), new_target, state.target)

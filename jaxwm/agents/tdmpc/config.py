@@ -27,6 +27,8 @@ def planner_config() -> ml_collections.ConfigDict:
     p.max_std = 2.0                # upper clamp and initial std
     p.uncertainty_penalty = 0.0    # lambda * std over the Q-ensemble (FOWM); 0 = off
     p.value_aggregation = "min"    # terminal Q over members: 'min' (TD-MPC) / 'mean' (TD-MPC2)
+    p.value_members = 0            # members aggregated: 0 all (TD-MPC's 2), 2 of 5 drawn at
+    #                                random per call (TD-MPC2, FOWM)
     return p
 
 
@@ -69,6 +71,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c.run = run_config()
     if v2:
         c.planner.num_pi_trajs, c.planner.momentum, c.planner.value_aggregation = 24, 0.0, "mean"
+        c.planner.value_members = 2
         c.run.batch_size = 256
         c.run.std_schedule_steps = 0  # TD-MPC2 plans with a fixed std floor
     base = preset.removesuffix("_v2")
