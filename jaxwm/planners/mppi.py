@@ -105,13 +105,15 @@ class ModelFns(NamedTuple):
 # ------------------------------------------------------------------------------------------------
 # Core maths (unbatched)
 # ------------------------------------------------------------------------------------------------
-def trajectory_value(rewards: jax.Array, terminal: jax.Array, gamma: float) -> jax.Array:
-    """sum_{t<H} gamma^t r_t + gamma^H terminal.  rewards [H, N], terminal [N] -> [N]."""
+def trajectory_value(rewards: jax.Array, terminal: jax.Array, gamma: float,
+                     horizon: jax.Array | int | None = None) -> jax.Array:
+    """sum_{t<h} gamma^t r_t + gamma^h terminal with h = horizon (default H; rewards at t >= h
+    must be 0).  rewards [H, N], terminal [N] -> [N]."""
     chex.assert_rank([rewards, terminal], [2, 1])
     chex.assert_equal_shape_suffix([rewards, terminal], 1)
-    horizon = rewards.shape[0]
-    discounts = gamma ** jnp.arange(horizon, dtype=rewards.dtype)
-    return (discounts[:, None] * rewards).sum(0) + gamma ** horizon * terminal
+    steps = rewards.shape[0] if horizon is None else horizon
+    discounts = gamma ** jnp.arange(rewards.shape[0], dtype=rewards.dtype)
+    return (discounts[:, None] * rewards).sum(0) + jnp.power(gamma, steps) * terminal
 
 
 def penalized_value(qs: jax.Array, penalty: float, aggregation: str, members: int = 0,
@@ -161,28 +163,35 @@ def initial_plan(config: MPPIConfig, action_size: int, batch: tuple = ()) -> jax
 
 
 def estimate_values(config: MPPIConfig, fns: ModelFns, params: Any, z: jax.Array,
-                    actions: jax.Array, key: jax.Array) -> jax.Array:
+                    actions: jax.Array, key: jax.Array,
+                    horizon: jax.Array | int | None = None) -> jax.Array:
     """Values of action sequences from copies of one latent.  z [N, L], actions [N, H, A] -> [N].
 
-    Rewards (minus lambda * std of Q_e(z_t, a_t) if lambda > 0) are accumulated by a scan over H;
-    the terminal value is the aggregated Q at (z_H, pi(z_H)) (over `value_members` random
-    members if set), penalized the same way.
+    Rewards (minus lambda * std of Q_e(z_t, a_t) if lambda > 0) are accumulated by a scan over
+    the first `horizon` (traced; default H) steps, later steps are masked out and leave z alone;
+    the terminal value is the aggregated Q at (z_h, pi(z_h)) (over `value_members` random
+    members if set), penalized the same way. A shorter horizon thus reuses the program compiled
+    for H (TD-MPC's horizon schedule).
     """
     chex.assert_rank([z, actions], [2, 3])
     lam = config.uncertainty_penalty
+    steps = actions.shape[1] if horizon is None else horizon
 
-    def step(z_t, a_t):
+    def step(z_t, inputs):
+        t, a_t = inputs
         r = fns.reward(params, z_t, a_t)
         if lam:
             r = r - uncertainty_cost(fns.q_ensemble(params, z_t, a_t), lam)
-        return fns.next(params, z_t, a_t), r
+        live = t < steps
+        return jnp.where(live, fns.next(params, z_t, a_t), z_t), jnp.where(live, r, 0.0)
 
-    z_h, rewards = jax.lax.scan(step, z, jnp.swapaxes(actions, 0, 1))
+    z_h, rewards = jax.lax.scan(step, z, (jnp.arange(actions.shape[1]),
+                                          jnp.swapaxes(actions, 0, 1)))
     k_pi, k_members = jax.random.split(key)
     qs = fns.q_ensemble(params, z_h, fns.policy(params, z_h, k_pi))
     terminal = penalized_value(qs, lam, config.value_aggregation, config.value_members,
                                k_members)
-    return trajectory_value(rewards, terminal, config.gamma)
+    return trajectory_value(rewards, terminal, config.gamma, steps)
 
 
 def policy_trajectories(config: MPPIConfig, fns: ModelFns, params: Any, z: jax.Array,
@@ -197,12 +206,14 @@ def policy_trajectories(config: MPPIConfig, fns: ModelFns, params: Any, z: jax.A
 
 def plan(config: MPPIConfig, fns: ModelFns, params: Any, key: jax.Array, latent: jax.Array,
          prev_mean: jax.Array, is_first: jax.Array, explore: jax.Array | bool = False,
-         min_std: jax.Array | float | None = None):
+         min_std: jax.Array | float | None = None, horizon: jax.Array | int | None = None):
     """One MPPI plan from one latent.
 
     latent [L]; prev_mean [H, A] (the `mean` returned by the previous call; ignored when
     is_first, a bool []); explore: add N(0, std_0) noise to the action (training); min_std:
-    lower clamp of the std replacing `config.min_std` (TD-MPC's annealed std schedule).
+    lower clamp of the std replacing `config.min_std` (TD-MPC's annealed std schedule);
+    horizon: planning horizon h <= config.horizon, traced (TD-MPC's horizon schedule; default
+    config.horizon): sequences keep length H, steps from h on are masked in their values.
     Returns (action [A] in [-1, 1], mean [H, A] to pass back next step, info dict with
     'std' [H, A] and 'value' [] (best elite value of the last iteration)).
     """
@@ -227,7 +238,8 @@ def plan(config: MPPIConfig, fns: ModelFns, params: Any, key: jax.Array, latent:
         actions = jnp.clip(mean + std * noise, -1.0, 1.0)
         if pi_actions is not None:
             actions = jnp.concatenate([actions, pi_actions], 0)
-        values = jnp.nan_to_num(estimate_values(c, fns, params, z, actions, k_value), nan=0.0)
+        values = jnp.nan_to_num(estimate_values(c, fns, params, z, actions, k_value, horizon),
+                                nan=0.0)
         elite_mean, elite_std, elites, weights = mppi_update(actions, values, c.num_elites,
                                                              c.temperature)
         mean = c.momentum * mean + (1.0 - c.momentum) * elite_mean
@@ -247,10 +259,11 @@ def plan(config: MPPIConfig, fns: ModelFns, params: Any, key: jax.Array, latent:
 
 def plan_batch(config: MPPIConfig, fns: ModelFns, params: Any, key: jax.Array,
                latents: jax.Array, prev_means: jax.Array, is_first: jax.Array,
-               explore: jax.Array | bool = False, min_std: jax.Array | float | None = None):
+               explore: jax.Array | bool = False, min_std: jax.Array | float | None = None,
+               horizon: jax.Array | int | None = None):
     """`plan` vmapped over environments: latents [N, L], prev_means [N, H, A], is_first [N]
     -> (actions [N, A], means [N, H, A], info with leading [N]). Per-env keys are split from key."""
     keys = jax.random.split(key, latents.shape[0])
     fn = functools.partial(plan, config, fns)
-    return jax.vmap(fn, in_axes=(None, 0, 0, 0, 0, None, None))(
-        params, keys, latents, prev_means, is_first, explore, min_std)
+    return jax.vmap(fn, in_axes=(None, 0, 0, 0, 0, None, None, None))(
+        params, keys, latents, prev_means, is_first, explore, min_std, horizon)

@@ -39,6 +39,9 @@ def test_smoke_trains_logs_plots_and_checkpoints(smoke_run):
     losses = [r["train/model_loss"] for r in records if "train/model_loss" in r]
     assert losses and all(np.isfinite(losses))
     assert [r["step"] for r in records if "eval/return" in r] == [40, 80]
+    # Smoke's horizon schedule over 40 steps: logged at steps 16, 32, 48, 64, 80.
+    assert [r["train/planning_horizon"] for r in records if "train/planning_horizon" in r] == \
+        [2, 4, 5, 5, 5]
     assert os.listdir(os.path.join(workdir, "tb"))
     assert os.path.getsize(os.path.join(workdir, "plots", "return.png")) > 0
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["40", "80"]
@@ -123,6 +126,17 @@ def test_exploration_std_schedule():
     for preset in ("paper_v2", "cpu"):  # no schedule: the fixed floor
         config = tdmpc_config.get_config(preset)
         assert tdmpc_config.exploration_std(config, 0) == config.planner.min_std
+
+
+def test_planning_horizon_schedule():
+    """TD-MPC's linear(1, 5, 25000), floored: 1 at 0, 2 from 6250, 3 from 12500, 5 from 25000;
+    TD-MPC2 and the cpu presets plan at the full horizon."""
+    c = tdmpc_config.get_config("paper")
+    assert [tdmpc_config.planning_horizon(c, s) for s in (0, 6249, 6250, 12500, 24999, 25000, 10**6)] \
+        == [1, 1, 2, 3, 4, 5, 5]
+    for preset, horizon in (("paper_v2", 3), ("cpu", 5)):
+        c = tdmpc_config.get_config(preset)
+        assert tdmpc_config.planning_horizon(c, 0) == horizon
 
 
 def test_bad_preset():

@@ -175,6 +175,34 @@ def test_estimate_values_uses_the_configured_terminal_members():
     assert len({v for m, v in seen if m == 2}) > 1
 
 
+@pytest.mark.parametrize("h", [1, 3, 5])
+def test_masked_horizon_equals_the_planner_built_for_that_horizon(h):
+    """Values of sequences of length 5 planned with horizon h (traced) equal the values of their
+    first h actions under a planner built for H = h: same rewards, same terminal latent and
+    discount gamma^h, with a nonlinear model, an uncertainty penalty and 2 random Q members."""
+    def fns():
+        return mppi.ModelFns(
+            next=lambda p, z, a: jnp.tanh(z @ p["w"] + a.sum(-1, keepdims=True)),
+            reward=lambda p, z, a: (z * a[:, :1]).sum(-1) - jnp.square(a).sum(-1),
+            q_ensemble=lambda p, z, a: jnp.stack([(z * c).sum(-1) + a[:, 0]
+                                                  for c in (1.0, -0.5, 2.0)]),
+            policy=lambda p, z, key: jnp.tanh(z[:, :2] + jax.random.normal(key, (z.shape[0], 2))))
+    params = {"w": jax.random.normal(jax.random.key(0), (3, 3))}
+    z = jnp.broadcast_to(jax.random.normal(jax.random.key(1), (3,)), (8, 3))
+    actions = jax.random.uniform(jax.random.key(2), (8, 5, 2), minval=-1)
+    common = dict(num_samples=8, num_pi_trajs=0, num_elites=2, gamma=0.9,
+                  uncertainty_penalty=0.5, value_members=2)
+    masked = jax.jit(functools.partial(mppi.estimate_values, mppi.MPPIConfig(horizon=5, **common),
+                                       fns()))(params, z, actions, jax.random.key(3), h)
+    plain = mppi.estimate_values(mppi.MPPIConfig(horizon=h, **common), fns(), params, z,
+                                 actions[:, :h], jax.random.key(3))
+    np.testing.assert_allclose(masked, plain, rtol=1e-5, atol=1e-6)
+    if h < 5:   # and differ from the full horizon
+        full = mppi.estimate_values(mppi.MPPIConfig(horizon=5, **common), fns(), params, z,
+                                    actions, jax.random.key(3))
+        assert float(jnp.abs(full - masked).max()) > 1e-3
+
+
 def test_mppi_update_hand_worked():
     # Values [0, 1, -5] with 2 elites -> samples 1 and 0 with weights exp(T * (V - 1)), T = ln 3:
     # w = [1, 1/3] / (4/3) = [0.75, 0.25]; mean = 0.75 * 2 + 0.25 * 1 = 1.75 (action of sample 1

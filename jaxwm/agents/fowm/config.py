@@ -22,6 +22,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
         raise ValueError(f"preset={preset!r} is not one of {PRESETS}")
     c = tdmpc_config.get_config(preset)
     c.run.std_schedule_steps = 0   # online finetuning starts from a trained policy: fixed floor
+    c.run.horizon_schedule_steps = 0   # ... and the full planning horizon
     c.model = told.model_config("fowm")
     c.dataset = ml_collections.ConfigDict()
     c.dataset.path = "datasets/WalkerWalk-v1/medium_replay.npz"  # .npz of make_dataset.py

@@ -120,15 +120,17 @@ class Agent:
     # --- acting ----------------------------------------------------------------------------
     def act(self, state: AgentState, obs: jax.Array, plan_mean: jax.Array, is_first: jax.Array,
             key: jax.Array, explore: jax.Array | bool = True,
-            min_std: jax.Array | float | None = None):
+            min_std: jax.Array | float | None = None, horizon: jax.Array | int | None = None):
         """Plan for N envs: obs [N, D], plan_mean [N, H, A] (from the previous call; reset where
         is_first [N]) -> (action [N, A], plan_mean [N, H, A], info). min_std: the planner's std
-        floor (default planner.min_std; `config.exploration_std` while training). Jit it."""
+        floor (default planner.min_std; `config.exploration_std` while training); horizon: the
+        planning horizon (default H; `config.planning_horizon`). Jit it."""
         z = self.model.encode(state.model.params, obs.astype(jnp.float32))
         params = {"model": state.model.params, "pi": state.pi.params}
         min_std = self.planner.min_std if min_std is None else min_std
+        horizon = self.planner.horizon if horizon is None else horizon
         return mppi.plan_batch(self.planner, self.fns, params, key, z, plan_mean, is_first,
-                               explore, jnp.float32(min_std))
+                               explore, jnp.float32(min_std), jnp.int32(horizon))
 
     def policy_act(self, state: AgentState, obs: jax.Array, key: jax.Array,
                    explore: jax.Array | bool = True) -> jax.Array:

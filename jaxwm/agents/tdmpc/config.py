@@ -48,6 +48,8 @@ def run_config() -> ml_collections.ConfigDict:
     r.std_schedule_start = 0.5     # planner std floor at step 0, annealed linearly to
     r.std_schedule_steps = 25_000  # planner.min_std over this many agent steps (TD-MPC's
     #                                std_schedule linear(0.5, 0.05, 25000); 0: no schedule)
+    r.horizon_schedule_steps = 25_000  # planning horizon 1 -> model.horizon linearly over this
+    #                                many agent steps (TD-MPC's linear(1, 5, 25000); 0: fixed)
     r.checkpoint_every = 50_000    # agent steps between checkpoints (0: only at the end)
     r.checkpoints_to_keep = 2      # newest checkpoints kept (0: all, e.g. for dataset stages)
     r.progress_bar = True          # tqdm bar with ETA on the console
@@ -73,13 +75,14 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
         c.planner.num_pi_trajs, c.planner.momentum, c.planner.value_aggregation = 24, 0.0, "mean"
         c.planner.value_members = 2
         c.run.batch_size = 256
-        c.run.std_schedule_steps = 0  # TD-MPC2 plans with a fixed std floor
+        c.run.std_schedule_steps = 0  # TD-MPC2 plans with a fixed std floor and horizon
+        c.run.horizon_schedule_steps = 0
     base = preset.removesuffix("_v2")
     if base == "paper":
         return c
     c.env.name = "CartpoleBalance-v1"
     m, p, r = c.model, c.planner, c.run
-    r.std_schedule_steps = 0
+    r.std_schedule_steps = r.horizon_schedule_steps = 0   # budgets of a few k steps
     if base == "cpu":
         c.env.num_envs = 4
         c.env.overrides.action_repeat = 8  # TD-MPC's cartpole setting: 125 agent steps / episode
@@ -100,6 +103,8 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
         r.replay_capacity = 200
         r.eval_every, r.eval_episodes, r.log_every = 40, 2, 16
         r.checkpoint_every = 40
+        if not v2:
+            r.horizon_schedule_steps = 40  # exercise the schedule: h = 1, 2, 3, 4, 5 over 40
     return c
 
 
@@ -111,6 +116,15 @@ def exploration_std(c: ml_collections.ConfigDict, step: int) -> float:
         return float(end)
     frac = min(step / steps, 1.0)
     return float(c.run.std_schedule_start + frac * (end - c.run.std_schedule_start))
+
+
+def planning_horizon(c: ml_collections.ConfigDict, step: int) -> int:
+    """The planning horizon at agent step `step`: int(1 + (H - 1) min(step / S, 1)) for
+    S = run.horizon_schedule_steps (TD-MPC's linear(1, horizon, 25000)), else H = model.horizon."""
+    steps, end = c.run.horizon_schedule_steps, c.model.horizon
+    if not steps:
+        return int(end)
+    return int(min(end, 1 + (end - 1) * min(step / steps, 1.0)))
 
 
 def _positive_int(name, value, minimum=1):
@@ -128,7 +142,8 @@ def check_config(c: ml_collections.ConfigDict) -> mppi.MPPIConfig:
     for name in ("env_steps", "batch_size", "replay_capacity", "train_every", "eval_every",
                  "eval_episodes", "log_every"):
         _positive_int(f"run.{name}", r[name])
-    for name in ("seed_steps", "pretrain_updates", "checkpoint_every", "checkpoints_to_keep"):
+    for name in ("seed_steps", "pretrain_updates", "checkpoint_every", "checkpoints_to_keep",
+                 "horizon_schedule_steps"):
         _positive_int(f"run.{name}", r[name], 0)
     if not r.updates_per_step > 0:
         raise ValueError(f"run.updates_per_step={r.updates_per_step!r} must be > 0")

@@ -60,11 +60,13 @@ def record(out: dict, action) -> dict:
 Policy = Callable  # (carry, obs dict [N], key) -> (action [N, A], carry), as `online.run_episodes`
 
 
-def planner_policy(agent: Agent, state: AgentState, explore: bool) -> Policy:
-    """Acting by MPPI; the carry is the plan mean [N, H, A] (start: `agent.initial_plan(N)`)."""
+def planner_policy(agent: Agent, state: AgentState, explore: bool,
+                   horizon: int | None = None) -> Policy:
+    """Acting by MPPI (planning `horizon` steps, default H); the carry is the plan mean
+    [N, H, A] (start: `agent.initial_plan(N)`)."""
     def policy(plan, obs, key):
         action, plan, _ = agent.jit_act(state, obs["vector"], plan, obs["is_first"], key, explore,
-                                        agent.planner.min_std)
+                                        agent.planner.min_std, horizon)
         return np.asarray(action), plan
     return policy
 
@@ -75,9 +77,11 @@ def random_policy(act_space) -> Policy:
     return policy
 
 
-def planner_returns(agent: Agent, state: AgentState, eval_env, key: jax.Array) -> np.ndarray:
-    """Returns [N] of one noise-free MPPI episode per eval env (run in parallel)."""
-    return online.run_episodes(eval_env, planner_policy(agent, state, False),
+def planner_returns(agent: Agent, state: AgentState, eval_env, key: jax.Array,
+                    horizon: int | None = None) -> np.ndarray:
+    """Returns [N] of one noise-free MPPI episode per eval env (run in parallel), planning
+    `horizon` steps (default H)."""
+    return online.run_episodes(eval_env, planner_policy(agent, state, False, horizon),
                                agent.initial_plan(eval_env.num_envs), key)["return"]
 
 
@@ -177,7 +181,8 @@ def run_online(agent: Agent, config: ml_collections.ConfigDict, state: AgentStat
             action = np.asarray(random_action(env.act_space, n, key_t))
         else:
             action, plan, _ = act(state, out["vector"], plan, out["is_first"], key_t, True,
-                                  tdmpc_config.exploration_std(config, env_step))
+                                  tdmpc_config.exploration_std(config, env_step),
+                                  tdmpc_config.planning_horizon(config, env_step))
             action = np.asarray(action)
         replay_state = add(replay_state, record(out, action))
         out = env.step(action)
@@ -196,12 +201,14 @@ def run_online(agent: Agent, config: ml_collections.ConfigDict, state: AgentStat
         if crossed(env_step, n, r.log_every):
             finished = episodes.pop()
             record_ = {f"train/{k}": v for k, v in metrics.items()}
+            record_["train/planning_horizon"] = tdmpc_config.planning_horizon(config, env_step)
             if "episode/return" in finished:
                 record_["train/episode_return"] = finished["episode/return"]
             record_["fps"] = (env_step - start_step) / max(time.time() - start, 1e-6)
             logger.log(env_step, record_)
         if crossed(env_step, n, r.eval_every) or env_step >= total:
-            returns = planner_returns(agent, state, eval_env, jax.random.fold_in(k_eval, env_step))
+            returns = planner_returns(agent, state, eval_env, jax.random.fold_in(k_eval, env_step),
+                                      tdmpc_config.planning_horizon(config, env_step))
             last_eval = float(returns.mean())
             logger.log(env_step, {"eval/return": last_eval, "eval/return_std": returns.std()})
             logger.write(f"step {env_step}: eval return {last_eval:.1f}")
