@@ -19,8 +19,9 @@ draws batch / devices starts from it, as `replay.sample` does; P(i) is then the 
 probability p_i^alpha / (devices * its device's total), and the IS weights are normalized by the
 maximum over the whole batch.
 
-  pstate = prioritized.init(rstate, seq_len)
-  rstate, pstate = prioritized.add(rstate, pstate, step)          # instead of replay.add
+  pstate = prioritized.init(rstate, seq_len)       # or from_replay(rstate, seq_len) if filled
+  add = jax.jit(prioritized.add, donate_argnums=(0, 1))
+  rstate, pstate = add(rstate, pstate, step)                      # instead of replay.add
   batch, info = prioritized.sample(rstate, pstate, key, batch_size, beta)
   pstate = prioritized.update(pstate, info.leaves, priorities)     # priorities [batch_size]
 """
@@ -32,6 +33,7 @@ from typing import NamedTuple
 import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxwm.data import replay
@@ -105,6 +107,24 @@ def init(rstate: replay.ReplayState, seq_len: int, alpha: float = 0.6) -> Priori
                          mesh=rstate.mesh)
 
 
+def from_replay(rstate: replay.ReplayState, seq_len: int, alpha: float = 0.6) -> PriorityState:
+    """Priorities of a buffer filled before training (e.g. FOWM's offline data): every valid
+    start at priority 1, as if each had been added with an empty history."""
+    pstate = init(rstate, seq_len, alpha)
+    shards, size = pstate.tree.shape[0], pstate.tree.shape[1] // 2
+    local_envs, capacity, count = rstate.num_envs // shards, rstate.capacity, int(rstate.count)
+    oldest = (int(rstate.pos) - count) % capacity
+    slots = (oldest + np.arange(max(count - seq_len + 1, 0))) % capacity
+    leaves = np.zeros(size, np.float32)
+    leaves[(slots[:, None] * local_envs + np.arange(local_envs)).ravel()] = 1.0
+    levels = [leaves]
+    while len(levels[-1]) > 1:                   # parents = sums of child pairs, up to the root
+        levels.append(levels[-1][0::2] + levels[-1][1::2])
+    tree = np.concatenate([np.zeros(1, np.float32)] + levels[::-1])
+    return pstate.replace(tree=jax.device_put(np.broadcast_to(tree, pstate.tree.shape),
+                                              pstate.tree.sharding))
+
+
 def _local(mesh, fn, in_specs, out_specs):
     """fn on each device's block (shard_map over `data`), or on the whole array without a mesh."""
     if mesh is None:
@@ -112,11 +132,11 @@ def _local(mesh, fn, in_specs, out_specs):
     return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs)
 
 
-@jax.jit
 def add(rstate: replay.ReplayState, pstate: PriorityState, step) -> tuple:
     """`replay.add` plus the priorities: the start at the written slot stops being valid (its
     sequence would cross the write head) and the start seq_len - 1 slots back becomes valid with
-    max_priority^alpha once the buffer holds seq_len steps. Returns (rstate, pstate)."""
+    max_priority^alpha once the buffer holds seq_len steps. Returns (rstate, pstate); wrap as
+    `jax.jit(add, donate_argnums=(0, 1))` to update in place."""
     pos, capacity, seq_len = rstate.pos, rstate.capacity, pstate.seq_len
     rstate = replay.add(rstate, step)
     value = jnp.where(rstate.count >= seq_len, pstate.max_priority ** pstate.alpha, 0.0)

@@ -393,7 +393,7 @@ class TOLD:
         _, (zs, rewards) = jax.lax.scan(body, z0, actions)
         return jnp.concatenate([z0[None], zs], 0), rewards
 
-    def world_model_loss(self, params, pi_params, target, batch, key):
+    def world_model_loss(self, params, pi_params, target, batch, key, sample_weights=None):
         """TOLD objective of TD-MPC, TD-MPC2 and FOWM on sequences [H + 1, B]:
 
           sum_t rho^t [ c1 ||z_{t+1} - sg(h'(o_{t+1}))||^2 + c2 l(R(z_t, a_t), r_t)
@@ -403,7 +403,9 @@ class TOLD:
         y_t = r_t + gamma (1 - terminal) [min2_e Q'_e(z', pi(z'))  ('td')  |  V(z')  ('iql')],
         z' = sg(h(o_{t+1})); primes are EMA targets; l is MSE or two-hot CE. Q losses are summed
         over members for scalar heads (TD-MPC, FOWM) and averaged for two-hot (TD-MPC2).
-        Returns (loss, (metrics, zs [H + 1, B, L] for the policy loss)).
+        sample_weights [B]: prioritized replay's importance weights on each sequence's loss.
+        Returns (loss, (metrics, zs [H + 1, B, L] for the policy loss, priorities [B])), the
+        priorities as in TD-MPC's official code: min(sum_t rho^t sum_e |Q_e(z_t, a_t) - y_t|, 1e4).
         """
         c = self.config
         obs = batch["vector"].astype(jnp.float32)
@@ -433,27 +435,31 @@ class TOLD:
         q_loss = jax.vmap(self._head_loss, in_axes=(0, None))(q_out, td_target)
         q_loss = q_loss.sum(0) if self.bins is None else q_loss.mean(0)
 
-        def reduce(x):
-            return (weights * x).sum(0).mean()
+        def per_sequence(x):
+            return (weights * x).sum(0)                               # [B]
 
-        losses = {"consistency_loss": reduce(consistency), "reward_loss": reduce(reward_loss),
-                  "value_loss": reduce(q_loss)}
-        total = (c.consistency_coef * losses["consistency_loss"]
-                 + c.reward_coef * losses["reward_loss"] + c.value_coef * losses["value_loss"])
-        metrics = dict(losses)
+        parts = {"consistency_loss": per_sequence(consistency),
+                 "reward_loss": per_sequence(reward_loss), "value_loss": per_sequence(q_loss)}
+        total = (c.consistency_coef * parts["consistency_loss"]
+                 + c.reward_coef * parts["reward_loss"] + c.value_coef * parts["value_loss"])
         q_values = self._decode(q_out)
+        metrics = {}
         if c.value_learning == "iql":
             z_sg = sg(zs[:-1])
             q_data = sg(min_of_two(self.q_values(target["q"], z_sg, actions), k_v))
             v = self.v_value(params, z_sg)
-            losses["v_loss"] = metrics["v_loss"] = reduce(expectile_loss(q_data - v, c.expectile))
-            total = total + c.value_coef * losses["v_loss"]
+            parts["v_loss"] = per_sequence(expectile_loss(q_data - v, c.expectile))
+            total = total + c.value_coef * parts["v_loss"]
             metrics["v_mean"] = v.mean()
-        total = total / horizon
+        metrics.update({k: x.mean() for k, x in parts.items()})
+        if sample_weights is not None:
+            total = sample_weights * total
+        total = total.mean() / horizon
+        priorities = jnp.minimum(per_sequence(jnp.abs(sg(q_values) - td_target).sum(0)), 1e4)
         metrics.update(model_loss=total, q_mean=q_values.mean(),
                        q_std=q_values.std(0, ddof=1).mean(), td_target=td_target.mean(),
                        mask_frac=mask.mean())
-        return total, (metrics, sg(zs))
+        return total, (metrics, sg(zs), priorities)
 
     def policy_loss(self, pi_params, params, target, zs, batch, q_scale, key):
         """Policy prior objective on latents zs [H + 1, B, L] (no gradient into the model).

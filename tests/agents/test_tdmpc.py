@@ -47,6 +47,28 @@ def test_smoke_trains_logs_plots_and_checkpoints(smoke_run):
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["40", "80"]
 
 
+def test_smoke_run_replays_by_priority(smoke_run):
+    """The smoke preset keeps TD-MPC's prioritized replay: its checkpoint holds the sum tree,
+    whose priorities moved from the initial 1 to the TD errors, over exactly the valid starts."""
+    from jaxwm.agents.tdmpc import train as tdmpc_train
+    from jaxwm.runtime.checkpoint import Checkpointer
+    config, workdir, _ = smoke_run
+    assert config.run.per and not tdmpc_config.get_config("cpu").run.per
+    agent = Agent(config, obs_size=5, action_size=1)
+    rstate = replay.init(agent.replay_spec(), config.run.replay_capacity // config.env.num_envs,
+                         config.env.num_envs)
+    target = tdmpc_train.checkpoint_tree(jax.jit(agent.init)(jax.random.key(0)), rstate,
+                                         (agent.priorities(rstate),))
+    with Checkpointer(os.path.join(workdir, "checkpoints"), None) as ckpt:
+        tree, _ = ckpt.restore(80, target)
+    pstate, rstate = tree["priorities"][0], tree["replay"]
+    assert float(pstate.max_priority) > 1.0
+    leaves = np.asarray(pstate.tree)[0, pstate.tree.shape[1] // 2:]
+    valid = config.env.num_envs * (int(rstate.count) - config.model.horizon)
+    assert np.count_nonzero(leaves) == valid
+    assert len(np.unique(leaves[leaves > 0])) > 2
+
+
 @pytest.fixture(scope="module")
 def dataset_dir(smoke_run, tmp_path_factory):
     """Datasets of every kind from the finished smoke run (stage 80 is already trained)."""
@@ -94,7 +116,7 @@ def test_tdmpc2_variant_trains_and_plans():
                               "is_first": np.full(2, t == 0), "is_last": np.zeros(2, bool),
                               "is_terminal": np.zeros(2, bool)})
     train = jax.jit(agent.train_steps, static_argnames=("num_steps", "sizes"))
-    state, metrics = train(state, (buffer,), jax.random.key(1), 2)
+    state, metrics, _ = train(state, (buffer,), jax.random.key(1), 2)
     assert all(np.isfinite(float(v)) for v in metrics.values())
     assert int(state.model.step) == 2 and float(state.q_scale) != 1.0  # running Q scale moved
     action, plan, _ = agent.jit_act(state, np.zeros((2, 5), np.float32), agent.initial_plan(2),

@@ -108,6 +108,14 @@ def test_sharded_buffer_samples_each_devices_envs_and_updates_locally():
     np.testing.assert_allclose(tree[:, 1], leaf_values(pstate).sum(1), rtol=1e-5)
 
 
+@pytest.mark.parametrize("steps", [4, 9])
+def test_a_filled_buffer_starts_with_its_valid_starts_at_one(steps):
+    """from_replay gives the same leaves as adding the steps one by one (all priorities 1)."""
+    rstate, pstate = filled(6, 2, steps, seq_len=3)
+    built = prioritized.from_replay(rstate, 3)
+    np.testing.assert_array_equal(np.asarray(built.tree), np.asarray(pstate.tree))
+
+
 def test_bad_arguments():
     rstate = replay.init(SPEC, 4, 1)
     with pytest.raises(ValueError, match="seq_len=5 must be in"):

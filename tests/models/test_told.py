@@ -143,20 +143,31 @@ def test_reward_loss_has_rho_weights_and_masks(variant):
     # squared error is 1: loss = sum_t rho^t mask_t = 1 + 0.5 + 0.25 = 1.75 for full sequences;
     # env 0 resets at k = 2, so only t = 0 counts for it: mean over B = (1 + 3 * 1.75) / 4.
     loss_fn = jax.jit(m.world_model_loss)
-    _, (metrics, zs) = loss_fn(params, pi_params, m.target_params(params), make_batch(3),
-                               jax.random.key(0))
+    _, (metrics, zs, _) = loss_fn(params, pi_params, m.target_params(params), make_batch(3),
+                                  jax.random.key(0))
     np.testing.assert_allclose(metrics["reward_loss"], 1.75, rtol=1e-3)
-    _, (metrics, _) = loss_fn(params, pi_params, m.target_params(params), make_batch(3, 2),
-                              jax.random.key(0))
+    batch = make_batch(3, 2)
+    loss, (metrics, _, priorities) = loss_fn(params, pi_params, m.target_params(params), batch,
+                                             jax.random.key(0))
     np.testing.assert_allclose(metrics["reward_loss"], (1 + 3 * 1.75) / 4, rtol=1e-3)
     np.testing.assert_allclose(metrics["mask_frac"], (1 + 3 * 3) / 12, rtol=1e-6)
     assert zs.shape == (4, B, m.config.latent_dim)
+    # PER priorities: Q heads and the bootstrap (Q' or V) are exactly 0, so y_t = r_t = 1 and
+    # each of the E members is off by 1: sum_t rho^t mask_t E = 1.75 E, and E for env 0.
+    e = m.config.num_q
+    np.testing.assert_allclose(priorities, [e, 1.75 * e, 1.75 * e, 1.75 * e], rtol=1e-5)
+    # IS weights scale each sequence's loss: all ones is the plain loss, and weights add up.
+    weighted = lambda w: loss_fn(params, pi_params, m.target_params(params), batch,  # noqa
+                                 jax.random.key(0), jnp.asarray(w, jnp.float32))[0]
+    np.testing.assert_allclose(weighted([1, 1, 1, 1]), loss, rtol=1e-6)
+    np.testing.assert_allclose(weighted([2, 0, 3, 0]),
+                               2 * weighted([1, 0, 0, 0]) + 3 * weighted([0, 0, 1, 0]), rtol=1e-5)
 
 
 def test_losses_finite_and_gradients_reach_the_right_params(model):
     m, params, pi_params = model
     batch, target = make_batch(m.config.horizon), m.target_params(params)
-    grads, (metrics, zs) = jax.jit(jax.grad(m.world_model_loss, has_aux=True))(
+    grads, (metrics, zs, _) = jax.jit(jax.grad(m.world_model_loss, has_aux=True))(
         params, pi_params, target, batch, jax.random.key(0))
     assert all(np.isfinite(v) for v in jax.device_get(metrics).values())
     norms = {k: float(sum(jnp.abs(x).sum() for x in jax.tree.leaves(g))) for k, g in grads.items()}

@@ -38,6 +38,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     p.value_members = 2                # terminal value: min of 2 random Qs of the 5 (FOWM)
     r.seed_steps, r.pretrain_updates = 0, 0  # online starts from the offline model
     r.batch_size = 256
+    r.per = True                       # prioritized replay on both buffers (FOWM)
     r.env_steps = 500_000              # online agent steps
     if preset == "paper":
         return c
@@ -46,6 +47,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
         # Balance is solved offline from any TD-MPC replay; swing-up leaves room to finetune.
         c.env.name = "CartpoleSwingup-v1"
         c.dataset.path = "datasets/CartpoleSwingup-v1/medium_replay.npz"
+        r.per = False                  # uniform until PER is measured at this budget
         m.lr = 1e-3
         m.expectile = 0.7
         p.num_samples, p.num_pi_trajs, p.num_elites, p.iterations = 128, 8, 16, 4

@@ -60,12 +60,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     state = jax.jit(agent.init)(k_init)
     online_replay = replay.init(agent.replay_spec(), max(r.replay_capacity // env.num_envs, 1),
                                 env.num_envs)
+    priorities = (agent.priorities(online_replay), agent.priorities(offline_replay, filled=True))
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), r.checkpoints_to_keep or None)
     updates, env_step, ck_meta = 0, 0, {}
-    restored = ckpt.restore_latest({"agent": state, "replay": online_replay})
+    restored = ckpt.restore_latest(tdmpc_train.checkpoint_tree(state, online_replay, priorities))
     if restored is not None:
         _, tree, ck_meta = restored
         state, online_replay = tree["agent"], tree["replay"]
+        priorities = tree.get("priorities", priorities)
         updates, env_step = int(ck_meta["offline_updates"]), int(ck_meta["env_steps"])
     save_config(config, workdir)   # only once the config is known to fit the run
     logger = RunLogger(workdir, total=off.steps + r.env_steps, start=updates + env_step,
@@ -96,8 +98,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         chunk = off.updates_per_call
         while updates < off.steps:
             num = min(chunk, off.steps - updates)
-            state, metrics = train(state, (offline_replay,),
-                                   jax.random.fold_in(k_offline, updates), num, (r.batch_size,))
+            state, metrics, (offline_priorities,) = train(
+                state, (offline_replay,), jax.random.fold_in(k_offline, updates), num,
+                (r.batch_size,), priorities[1:])
+            priorities = (priorities[0], offline_priorities)
             updates += num
             if tdmpc_train.crossed(updates, num, max(off.eval_every // 4, 1)):
                 logger.log(updates, {f"offline/{k}": v for k, v in metrics.items()})
@@ -106,7 +110,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 logger.log(updates, {"offline/eval_return": value})
                 logger.write(f"offline step {updates}: eval return {value:.1f}")
             if tdmpc_train.crossed(updates, num, off.checkpoint_every) or updates >= off.steps:
-                ckpt.save(updates, {"agent": state, "replay": online_replay},
+                ckpt.save(updates, tdmpc_train.checkpoint_tree(state, online_replay, priorities),
                           {"phase": "offline", "offline_updates": updates, "env_steps": 0,
                            "pretrained": True, "records": logger.records})
             logger.advance(updates)
@@ -123,7 +127,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 logger=logger, ckpt=ckpt, key=k_online, env_step=env_step, pretrained=True,
                 fixed_replays=(offline_replay,), sizes=fowm_config.batch_sizes(config),
                 ckpt_offset=off.steps, ckpt_meta={"phase": "online", "offline_updates": updates},
-                resume=ck_meta.get("loop"))
+                resume=ck_meta.get("loop"), priorities=priorities)
         tdmpc_train.plot_returns(workdir, f"FOWM {config.env.name}")
     finally:
         logger.close()

@@ -2,7 +2,9 @@
 
 Composition only (Hansen et al. 2022, Alg. 2; Hansen et al. 2024): the maths lives in
 `jaxwm.models.told` (losses) and `jaxwm.planners.mppi` (planning). One jitted `train_steps` samples
-K batches from device replay buffers and takes K gradient steps in a `lax.scan`; one jitted `act`
+K batches from device replay buffers (uniformly, or by priority with importance weights and the
+sampled starts re-prioritized by their TD errors after every step, as TD-MPC's and FOWM's
+official runs do) and takes K gradient steps in a `lax.scan`; one jitted `act`
 encodes a batch of observations and plans for every env with a vmapped MPPI. FOWM reuses this agent
 with IQL/AWR losses, balanced sampling from two buffers and an uncertainty-penalized planner.
 """
@@ -15,7 +17,7 @@ import ml_collections
 import optax
 
 from jaxwm.agents.tdmpc import config as tdmpc_config
-from jaxwm.data import replay
+from jaxwm.data import prioritized, replay
 from jaxwm.models import told
 from jaxwm.planners import mppi
 from jaxwm.types import TrainState, adam, scale_subtree
@@ -64,6 +66,16 @@ class Agent:
                           pi=TrainState.create(pi_params, self.pi_optimizer),
                           target=self.model.target_params(params), q_scale=jnp.ones(()))
 
+    def priorities(self, rstate: replay.ReplayState, filled: bool = False):
+        """The PriorityState of a buffer when `run.per` (else None): empty, or for a buffer
+        already `filled` (FOWM's offline data) every valid start at priority 1."""
+        if not self.config.run.per:
+            return None
+        seq_len, alpha = self.config.model.horizon + 1, self.config.run.per_alpha
+        if filled:
+            return prioritized.from_replay(rstate, seq_len, alpha)
+        return prioritized.init(rstate, seq_len, alpha)
+
     def replay_spec(self) -> dict:
         """Replay fields: 'vector' [D], 'action' [A], 'reward' and the episode flags."""
         spec = {"vector": ((self.obs_size,), jnp.float32),
@@ -72,13 +84,15 @@ class Agent:
         return spec
 
     # --- learning --------------------------------------------------------------------------
-    def update(self, state: AgentState, batch: dict, key: jax.Array):
-        """One gradient step on sequences [H + 1, B]: model (TOLD losses), then policy prior on
-        the updated Qs (TD-MPC Alg. 2), then EMA targets every `target_every` steps."""
+    def update(self, state: AgentState, batch: dict, key: jax.Array,
+               weights: jax.Array | None = None):
+        """One gradient step on sequences [H + 1, B] (IS weights [B] on the model loss if given):
+        model (TOLD losses), then policy prior on the updated Qs (TD-MPC Alg. 2), then EMA
+        targets every `target_every` steps. Returns (state, metrics, priorities [B])."""
         c = self.config.model
         k_model, k_pi, k_scale = jax.random.split(key, 3)
-        grads, (metrics, zs) = jax.grad(self.model.world_model_loss, has_aux=True)(
-            state.model.params, state.pi.params, state.target, batch, k_model)
+        grads, (metrics, zs, priority) = jax.grad(self.model.world_model_loss, has_aux=True)(
+            state.model.params, state.pi.params, state.target, batch, k_model, weights)
         metrics["model_grad_norm"] = optax.global_norm(grads)
         model_state = state.model.apply_gradients(self.optimizer, grads)
         q_scale = self.model.q_scale_update(state.q_scale, model_state.params, zs,
@@ -90,32 +104,61 @@ class Agent:
         new_target = told.ema(state.target, self.model.target_params(model_state.params), c.tau)
         due = model_state.step % c.target_every == 0
         target = jax.tree.map(lambda new, old: jnp.where(due, new, old), new_target, state.target)
-        return AgentState(model=model_state, pi=pi_state, target=target, q_scale=q_scale), metrics
+        new_state = AgentState(model=model_state, pi=pi_state, target=target, q_scale=q_scale)
+        return new_state, metrics, priority
 
     def sample(self, replays: Sequence[replay.ReplayState], key: jax.Array,
-               sizes: Sequence[int]) -> dict:
+               sizes: Sequence[int], priorities: Sequence | None = None):
         """Sequences [H + 1, sum(sizes)]: sizes[i] from replays[i], concatenated on the batch axis
-        (FOWM's balanced sampling uses two buffers with equal sizes)."""
+        (FOWM's balanced sampling uses two buffers with equal sizes), drawn uniformly or by
+        priorities[i] (a `prioritized.PriorityState`, or None). Returns (batch, IS weights
+        [sum(sizes)] (1 for uniform draws), per-buffer SampleInfo or None)."""
         seq_len = self.config.model.horizon + 1
+        priorities = priorities or (None,) * len(replays)
+        beta = self.config.run.per_beta
         keys = jax.random.split(key, len(replays))
-        parts = [replay.sample(r, k, n, seq_len) for r, k, n in zip(replays, keys, sizes) if n]
-        return jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=1), *parts)
+        parts, weights, infos = [], [], []
+        for r, p, k, n in zip(replays, priorities, keys, sizes):
+            info = None
+            if not n:
+                pass
+            elif p is None:
+                parts.append(replay.sample(r, k, n, seq_len))
+                weights.append(jnp.ones(n))
+            else:
+                batch, info = prioritized.sample(r, p, k, n, beta)
+                parts.append(batch)
+                weights.append(info.weights)
+            infos.append(info)
+        batch = jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=1), *parts)
+        return batch, jnp.concatenate(weights), tuple(infos)
 
     def train_steps(self, state: AgentState, replays: tuple, key: jax.Array, num_steps: int,
-                    sizes: tuple | None = None):
+                    sizes: tuple | None = None, priorities: tuple | None = None):
         """`num_steps` (static) gradient steps in a `lax.scan`, each on a fresh batch sampled on
         device from `replays` (a tuple of ReplayStates; `sizes` static per-buffer batch sizes,
-        default all of `run.batch_size` from the first). Returns (state, mean metrics)."""
+        default all of `run.batch_size` from the first; `priorities` a PriorityState or None per
+        buffer, updated after every step with the sampled starts' TD errors).
+        Returns (state, mean metrics, priorities)."""
         sizes = tuple(sizes or (self.config.run.batch_size,))
         if len(sizes) != len(replays):
             raise ValueError(f"sizes={sizes} needs one batch size per replay ({len(replays)})")
+        priorities = tuple(priorities or (None,) * len(replays))
+        bounds = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
 
-        def body(state, k):
+        def body(carry, k):
+            state, prios = carry
             k_batch, k_update = jax.random.split(k)
-            return self.update(state, self.sample(replays, k_batch, sizes), k_update)
+            batch, weights, infos = self.sample(replays, k_batch, sizes, prios)
+            state, metrics, errors = self.update(state, batch, k_update, weights)
+            prios = tuple(p if info is None else prioritized.update(
+                p, info.leaves, errors[bounds[i]:bounds[i + 1]])
+                for i, (p, info) in enumerate(zip(prios, infos)))
+            return (state, prios), metrics
 
-        state, metrics = jax.lax.scan(body, state, jax.random.split(key, num_steps))
-        return state, jax.tree.map(jnp.mean, metrics)
+        (state, priorities), metrics = jax.lax.scan(body, (state, priorities),
+                                                    jax.random.split(key, num_steps))
+        return state, jax.tree.map(jnp.mean, metrics), priorities
 
     # --- acting ----------------------------------------------------------------------------
     def act(self, state: AgentState, obs: jax.Array, plan_mean: jax.Array, is_first: jax.Array,

@@ -41,6 +41,9 @@ def run_config() -> ml_collections.ConfigDict:
     r.updates_per_step = 1.0       # gradient steps per agent step (update-to-data ratio)
     r.train_every = 1              # batched env steps between jitted training calls
     r.batch_size = 512             # sequences per gradient step
+    r.per = True                   # prioritized replay (TD-MPC: on; TD-MPC2: uniform)
+    r.per_alpha = 0.6              # priority exponent alpha
+    r.per_beta = 0.4               # importance-weight exponent beta
     r.replay_capacity = 1_000_000  # replay size in agent steps over all envs
     r.eval_every = 5_000           # agent steps between evaluations (TD-MPC: 10k frames)
     r.eval_episodes = 10           # evaluation episodes (run as parallel envs)
@@ -74,7 +77,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     if v2:
         c.planner.num_pi_trajs, c.planner.momentum, c.planner.value_aggregation = 24, 0.0, "mean"
         c.planner.value_members = 2
-        c.run.batch_size = 256
+        c.run.batch_size, c.run.per = 256, False
         c.run.std_schedule_steps = 0  # TD-MPC2 plans with a fixed std floor and horizon
         c.run.horizon_schedule_steps = 0
     base = preset.removesuffix("_v2")
@@ -84,6 +87,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     m, p, r = c.model, c.planner, c.run
     r.std_schedule_steps = r.horizon_schedule_steps = 0   # budgets of a few k steps
     if base == "cpu":
+        r.per = False              # uniform until PER is measured at this budget
         c.env.num_envs = 4
         c.env.overrides.action_repeat = 8  # TD-MPC's cartpole setting: 125 agent steps / episode
         m.latent_dim, m.enc_dim, m.mlp_dim = (64 if v2 else 32), 128, 128
@@ -145,6 +149,9 @@ def check_config(c: ml_collections.ConfigDict) -> mppi.MPPIConfig:
     for name in ("seed_steps", "pretrain_updates", "checkpoint_every", "checkpoints_to_keep",
                  "horizon_schedule_steps"):
         _positive_int(f"run.{name}", r[name], 0)
+    for name in ("per_alpha", "per_beta"):
+        if not 0.0 <= r[name] <= 1.0:
+            raise ValueError(f"run.{name}={r[name]!r} must be in [0, 1]")
     if not r.updates_per_step > 0:
         raise ValueError(f"run.updates_per_step={r.updates_per_step!r} must be > 0")
     if r.replay_capacity < c.env.num_envs * (c.model.horizon + 1):

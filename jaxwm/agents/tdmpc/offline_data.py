@@ -41,7 +41,8 @@ def restore_run(config: ml_collections.ConfigDict, workdir: str, step: int):
         if not steps:
             raise FileNotFoundError(f"no checkpoint at or after env step {step} in {workdir}; "
                                     f"available: {ckpt.all_steps()}")
-        tree, _ = ckpt.restore(steps[0], {"agent": state, "replay": replay_state})
+        tree, _ = ckpt.restore(steps[0], tdmpc_train.checkpoint_tree(
+            state, replay_state, (agent.priorities(replay_state),)))
     return agent, tree["agent"], tree["replay"]
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from jaxwm.agents.tdmpc import config as tdmpc_config
 from jaxwm.agents.tdmpc.agent import Agent, AgentState
-from jaxwm.data import replay
+from jaxwm.data import prioritized, replay
 from jaxwm.runtime import online
 from jaxwm.runtime.checkpoint import Checkpointer
 from jaxwm.runtime.logging import RunLogger, read_metrics, save_config, to_python
@@ -137,11 +137,22 @@ def plot_returns(workdir: str, title: str) -> str:
 # ------------------------------------------------------------------------------------------------
 # The online loop (shared with FOWM's finetuning phase)
 # ------------------------------------------------------------------------------------------------
+def checkpoint_tree(state: AgentState, replay_state: replay.ReplayState,
+                    priorities: tuple) -> dict:
+    """What a checkpoint holds: agent, online replay and, with prioritized replay, every
+    buffer's PriorityState."""
+    tree = {"agent": state, "replay": replay_state}
+    if any(p is not None for p in priorities):
+        tree["priorities"] = priorities
+    return tree
+
+
 def run_online(agent: Agent, config: ml_collections.ConfigDict, state: AgentState,
                replay_state: replay.ReplayState, *, env_fn, eval_env_fn, logger: RunLogger,
                ckpt: Checkpointer, key: jax.Array, env_step: int = 0, pretrained: bool = False,
                fixed_replays: tuple = (), sizes: tuple | None = None, ckpt_offset: int = 0,
-               ckpt_meta: dict | None = None, resume: dict | None = None):
+               ckpt_meta: dict | None = None, resume: dict | None = None,
+               priorities: tuple | None = None):
     """Acts, stores and trains until `run.env_steps`; returns (state, replay_state, last eval).
 
     env_fn(step) / eval_env_fn(step): the training and evaluation envs as (re)created at env
@@ -149,7 +160,8 @@ def run_online(agent: Agent, config: ml_collections.ConfigDict, state: AgentStat
     uninterrupted one). fixed_replays: extra buffers sampled alongside the online one (FOWM's
     offline data), with per-buffer batch sizes `sizes` (online first). Checkpoints are numbered
     ckpt_offset + env_step, with `ckpt_meta` and, under 'loop', what the loop needs to resume
-    exactly (`resume`: that dict of the restored checkpoint).
+    exactly (`resume`: that dict of the restored checkpoint). priorities: with `run.per`, the
+    PriorityState of every buffer (online first), saved with the checkpoints.
     """
     r = config.run
     total = r.env_steps
@@ -158,6 +170,8 @@ def run_online(agent: Agent, config: ml_collections.ConfigDict, state: AgentStat
     act = agent.jit_act
     train = jax.jit(agent.train_steps, static_argnames=("num_steps", "sizes"), donate_argnums=0)
     add = jax.jit(replay.add, donate_argnums=0)
+    add_prioritized = jax.jit(prioritized.add, donate_argnums=(0, 1))
+    priorities = tuple(priorities or (None,) * (1 + len(fixed_replays)))
     num_updates = tdmpc_config.updates_per_call(config)
     sizes = tuple(sizes) if sizes else (r.batch_size,)
     min_rows = config.model.horizon + 1
@@ -173,7 +187,7 @@ def run_online(agent: Agent, config: ml_collections.ConfigDict, state: AgentStat
                 "metrics": to_python(metrics)}
         meta = dict(ckpt_meta or {}, env_steps=env_step, pretrained=pretrained,
                     records=logger.records, loop=loop)
-        ckpt.save(ckpt_offset + env_step, {"agent": state, "replay": replay_state}, meta)
+        ckpt.save(ckpt_offset + env_step, checkpoint_tree(state, replay_state, priorities), meta)
 
     while env_step < total:
         key_t = jax.random.fold_in(k_act, host_step)
@@ -184,7 +198,12 @@ def run_online(agent: Agent, config: ml_collections.ConfigDict, state: AgentStat
                                   tdmpc_config.exploration_std(config, env_step),
                                   tdmpc_config.planning_horizon(config, env_step))
             action = np.asarray(action)
-        replay_state = add(replay_state, record(out, action))
+        if priorities[0] is None:
+            replay_state = add(replay_state, record(out, action))
+        else:
+            replay_state, online_priorities = add_prioritized(replay_state, priorities[0],
+                                                              record(out, action))
+            priorities = (online_priorities,) + priorities[1:]
         out = env.step(action)
         episodes.observe(out)
         env_step += n
@@ -192,12 +211,14 @@ def run_online(agent: Agent, config: ml_collections.ConfigDict, state: AgentStat
         ready = env_step >= r.seed_steps and host_step >= min_rows
         if ready and not pretrained:
             for i in range(math.ceil(r.pretrain_updates / num_updates)):
-                state, metrics = train(state, (replay_state,) + fixed_replays,
-                                       jax.random.fold_in(k_pretrain, i), num_updates, sizes)
+                state, metrics, priorities = train(
+                    state, (replay_state,) + fixed_replays, jax.random.fold_in(k_pretrain, i),
+                    num_updates, sizes, priorities)
             pretrained = True
         elif ready and host_step % r.train_every == 0:
-            state, metrics = train(state, (replay_state,) + fixed_replays,
-                                   jax.random.fold_in(k_train, host_step), num_updates, sizes)
+            state, metrics, priorities = train(
+                state, (replay_state,) + fixed_replays, jax.random.fold_in(k_train, host_step),
+                num_updates, sizes, priorities)
         if crossed(env_step, n, r.log_every):
             finished = episodes.pop()
             record_ = {f"train/{k}": v for k, v in metrics.items()}
@@ -263,12 +284,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     state = jax.jit(agent.init)(k_init)
     replay_state = replay.init(agent.replay_spec(), max(r.replay_capacity // env.num_envs, 1),
                                env.num_envs)
+    priorities = agent.priorities(replay_state)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), r.checkpoints_to_keep or None)
-    restored = ckpt.restore_latest({"agent": state, "replay": replay_state})
+    restored = ckpt.restore_latest(checkpoint_tree(state, replay_state, (priorities,)))
     env_step, pretrained, meta = 0, False, {}
     if restored is not None:
         _, tree, meta = restored
         state, replay_state = tree["agent"], tree["replay"]
+        priorities = tree.get("priorities", (None,))[0]
         env_step, pretrained = int(meta["env_steps"]), bool(meta["pretrained"])
     save_config(config, workdir)   # only once the config is known to fit the run
     logger = RunLogger(workdir, total=r.env_steps, start=env_step, desc="tdmpc",
@@ -287,7 +310,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             state, replay_state, eval_return = run_online(
                 agent, config, state, replay_state, env_fn=env_fn, eval_env_fn=eval_env_fn,
                 logger=logger, ckpt=ckpt, key=k_run, env_step=env_step, pretrained=pretrained,
-                resume=meta.get("loop"))
+                resume=meta.get("loop"), priorities=(priorities,))
         else:
             eval_return = [m["eval/return"] for m in read_metrics(workdir)
                            if "eval/return" in m and m["step"] <= env_step][-1]
