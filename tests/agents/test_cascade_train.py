@@ -96,11 +96,13 @@ def test_domain_presets():
 
 
 @pytest.mark.parametrize("domain", [
-    "walker", "atari",
-    pytest.param("crafter", marks=pytest.mark.skipif(
-        not registry.craftax_available(), reason="Craftax needs envpool >= 1.2.7"))])
+    "atari",
+    pytest.param("walker", marks=pytest.mark.slow),   # zero-shot walker: tests/runtime
+    pytest.param("crafter", marks=[pytest.mark.slow, pytest.mark.skipif(
+        not registry.craftax_available(), reason="Craftax needs envpool >= 1.2.7")])])
 def test_smoke_domain_runs_end_to_end(domain, tmp_path):
-    """One reward-free deployment after the random one, then zero-shot on the domain's tasks."""
+    """One reward-free deployment after the random one, then zero-shot on the domain's tasks
+    (walker and crafter in `make test-slow`: ~1 min each on 2 cores)."""
     config = get_config(f"smoke_{domain}")
     config.deploy.deployments = 1
     config.env.overrides.max_episode_steps = 5   # 16 steps per env slot: episodes end
