@@ -8,7 +8,8 @@ world model's reward head), explorers (Plan2Explore disagreement) and population
 Maths of one update (per start state, vmapped over N):
   gamma_t = gamma * cont(s_{t+1})                         cont = the world model's discount head
   R_t     = r_t + gamma_t ((1 - lambda) v'(s_{t+1}) + lambda R_{t+1}),  R_H = v'(s_H)  (Eq. 4)
-  w_t     = cont(s_0) * prod_{k < t} gamma_k              weight of the losses at state s_t
+  w_t     = c_0 * prod_{k < t} gamma_k                    weight of the losses at state s_t
+            c_0 = the replay's true 1 - is_terminal of the start (DreamerV2), else cont(s_0)
   critic  = mean_t w_t * 0.5 (v(s_t) - sg(R_t))^2         (Eq. 5), v' = slow target critic
   actor   = -mean_t w_t [ rho * log pi(a_t | s_t) sg((R_t - v'(s_t)) / S)        REINFORCE
                         + (1 - rho) * R_t / S                                     dynamics backprop
@@ -23,10 +24,11 @@ population axis of stacked actor/critic params, as CASCADE needs; Xu et al. 2022
   ActorCritic.init(key) -> ACState
   ActorCritic.act(actor_params, feat [N, F], key, sample) -> env action int [N] / float [N, A]
   ActorCritic.imagine(wm, wm_params, actor_params, start [N], horizon, key) -> Trajectory
-  ActorCritic.losses(actor_params, critic_params, ac_state, wm, wm_params, traj, reward [H, N])
-      -> (actor_loss, critic_loss, LossAux(norm, metrics))
+  ActorCritic.losses(actor_params, critic_params, ac_state, wm, wm_params, traj, reward [H, N],
+                     start_cont [N] | None) -> (actor_loss, critic_loss, LossAux(norm, metrics))
   ActorCritic.apply_gradients(ac_state, actor_grads, critic_grads, norm) -> ACState
-  ActorCritic.update(ac_state, wm, wm_params, start, reward_fn, key) -> (ACState, metrics)
+  ActorCritic.update(ac_state, wm, wm_params, start, reward_fn, key, start_cont)
+      -> (ACState, metrics)
 where reward_fn(traj) -> [H, N] and reward[t] belongs to the transition into traj.states[t + 1].
 A population update is then `jax.grad` of the sum over members of `jax.vmap(losses)` applied to
 `jax.vmap(imagine)` trajectories, followed by `jax.vmap(apply_gradients)`.
@@ -353,11 +355,12 @@ class ActorCritic:
         return cont, self.config.discount * cont[1:]
 
     def losses(self, actor_params, critic_params, ac_state: ACState, wm, wm_params,
-               traj: Trajectory, reward: jax.Array):
+               traj: Trajectory, reward: jax.Array, start_cont: jax.Array | None = None):
         """Actor and critic losses of imagined trajectories (module docstring).
 
         traj: feat [H + 1, N, F], actions [H, N, A]; reward [H, N] for the transitions into
-        traj.states[1:]. Returns (actor_loss, critic_loss, LossAux). The critic loss is
+        traj.states[1:]; start_cont [N]: the replay's 1 - is_terminal of the start states,
+        which replaces the predicted cont(s_0) with the discount head (DreamerV2). Returns (actor_loss, critic_loss, LossAux). The critic loss is
         differentiable only in critic_params, the actor loss only in actor_params (through
         the trajectory and the reward for dynamics backprop).
         """
@@ -369,7 +372,8 @@ class ActorCritic:
         target_params = ac_state.slow_critic if c.slow_target else sg(critic_params)
         target_values = self.value(target_params, feat)                     # [H + 1, N]
         returns = rets.batched_lambda_returns(reward, gammas, target_values, c.return_lambda)
-        weights = sg(jax.vmap(rets.discount_weights, 1, 1)(gammas) * cont[:1])  # [H + 1, N]
+        first = cont[:1] if start_cont is None or not c.discount_head else start_cont[None]
+        weights = sg(jax.vmap(rets.discount_weights, 1, 1)(gammas) * first)  # [H + 1, N]
 
         norm = ac_state.norm
         scale = jnp.ones(())
@@ -403,11 +407,12 @@ class ActorCritic:
                             ac_state.slow_critic, critic.params)
         return ACState(actor=actor, critic=critic, slow_critic=slow, norm=norm, step=step)
 
-    def update(self, ac_state: ACState, wm, wm_params, start, reward_fn: Callable, key):
+    def update(self, ac_state: ACState, wm, wm_params, start, reward_fn: Callable, key,
+               start_cont: jax.Array | None = None):
         """One actor-critic update from start states [N] (RSSM state pytree).
 
         reward_fn(traj: Trajectory) -> [H, N] (use `extrinsic_reward`, an intrinsic reward or
-        a mix). Returns (ac_state, metrics).
+        a mix); start_cont [N]: as in `losses`. Returns (ac_state, metrics).
         """
         start = sg(start)
         imagine = lambda params: self.imagine(  # noqa: E731
@@ -421,7 +426,7 @@ class ActorCritic:
             if fixed is not None:
                 reward = sg(reward)
             a_loss, c_loss, aux = self.losses(actor_params, critic_params, ac_state, wm,
-                                              wm_params, traj, reward)
+                                              wm_params, traj, reward, start_cont)
             return a_loss + c_loss, aux
 
         (g_actor, g_critic), aux = jax.grad(loss_fn, argnums=(0, 1), has_aux=True)(
@@ -440,7 +445,8 @@ def extrinsic_reward(wm, wm_params) -> Callable:
 
 def flatten_starts(posts, num: int = 0, key=None) -> Any:
     """Posterior states [T, B, ...] -> start states [N, ...] (stop-gradient): all N = T * B,
-    or `num` of them drawn without replacement with `key` (cheaper imagination on CPU)."""
+    or `num` of them drawn without replacement with `key` (cheaper imagination on CPU). Any
+    pytree of [T, B, ...] leaves, e.g. (posts, 1 - is_terminal), is flattened alike."""
     starts = jax.tree.map(lambda x: sg(x.reshape((-1,) + x.shape[2:])), posts)
     total = jax.tree.leaves(starts)[0].shape[0]
     if not num or num >= total:

@@ -194,24 +194,27 @@ class Cascade:
         return out
 
     def losses(self, state: PopulationState, actor_params, critic_params, wm, wm_params,
-               disag_params, start, key, trajs=None):
+               disag_params, start, key, trajs=None, start_cont=None):
         """Sum over members of actor + critic losses; aux = (new scales, member aux, metrics).
 
         trajs: precomputed stop-gradient trajectories (pure REINFORCE needs no gradient
-        through the rollout), else imagined here under the actors."""
+        through the rollout), else imagined here under the actors; start_cont [N]: the
+        replay's 1 - is_terminal of the starts (`ActorCritic.losses`)."""
         if trajs is None:
             trajs = self.imagine(wm, wm_params, actor_params, start, key)
         terms, info_norm, div_norm, metrics = self.reward_terms(state, disag_params, trajs)
         reward = terms["info_gain"] + terms["pop_diversity"]
         metrics.update(self.shares(wm, wm_params, trajs, terms))
         member_losses = jax.vmap(
-            lambda a, c, s, t, r: self.ac.losses(a, c, s, wm, wm_params, t, r))
+            lambda a, c, s, t, r: self.ac.losses(a, c, s, wm, wm_params, t, r, start_cont))
         a_loss, c_loss, aux = member_losses(actor_params, critic_params, state.members,
                                             trajs, reward)
         return (a_loss + c_loss).sum(), (info_norm, div_norm, aux, sg(metrics))
 
-    def update(self, state: PopulationState, wm, wm_params, disag_params, start, key):
-        """One update of all B members from start states [N]. Returns (state, metrics)."""
+    def update(self, state: PopulationState, wm, wm_params, disag_params, start, key,
+               start_cont=None):
+        """One update of all B members from start states [N] (start_cont [N]: the replay's
+        1 - is_terminal there). Returns (state, metrics)."""
         start = sg(start)
         trajs = None
         if self.ac.rho == 1.0:   # REINFORCE only: skip the backward pass through imagination
@@ -219,7 +222,7 @@ class Cascade:
         grads, (info_norm, div_norm, aux, metrics) = jax.grad(
             self.losses, argnums=(1, 2), has_aux=True)(
                 state, state.members.actor.params, state.members.critic.params, wm, wm_params,
-                disag_params, start, key, trajs)
+                disag_params, start, key, trajs, start_cont)
         g_actor, g_critic = grads
         members = jax.vmap(self.ac.apply_gradients)(state.members, g_actor, g_critic, aux.norm)
         metrics = dict(metrics, **jax.tree.map(jnp.mean, aux.metrics),

@@ -183,6 +183,34 @@ def test_mix_one_is_pure_dynamics_backprop_and_zero_pure_reinforce(continuous):
     assert float(jnp.abs(out_bias_grad(mix1) - out_bias_grad(mix0)).max()) > 1e-6
 
 
+def test_start_weight_is_the_replays_true_continue_flag():
+    """With a discount head, w_0 is the replay's 1 - is_terminal of the start (DreamerV2), not
+    the predicted cont(s_0): w_t = c_0 prod_{k<t} gamma cont(s_{k+1}). A terminal start (c_0 = 0)
+    weighs nothing, so all-terminal starts give zero losses; without the head it is ignored."""
+    wm, ac = tiny(False, discount_head=True)
+    key = jax.random.PRNGKey(5)
+    wm_params, ac_state = jax.jit(wm.init)(key), jax.jit(ac.init)(key)
+    start = random_starts(wm, key, 8)
+    traj = ac.imagine(wm, wm_params, ac_state.actor.params, start, 3, key)
+    reward = jnp.ones((3, 8))
+    losses = lambda cont: ac.losses(ac_state.actor.params, ac_state.critic.params,  # noqa
+                                    ac_state, wm, wm_params, traj, reward, cont)
+    cont, gammas = ac.discounts(wm, wm_params, traj.feat)
+    products = jnp.concatenate([jnp.ones((1, 8)), jnp.cumprod(gammas, 0)])         # [H + 1, N]
+    predicted = float((products * cont[:1]).mean())
+    flags = jnp.array([1.0, 0.0] * 4)
+    assert abs(float(cont[0].mean()) - 1.0) > 1e-3      # the head is not 1 at init
+    np.testing.assert_allclose(losses(None)[2].metrics["imag_weight"], predicted, rtol=1e-5)
+    np.testing.assert_allclose(losses(flags)[2].metrics["imag_weight"],
+                               float((products * flags).mean()), rtol=1e-5)
+    a_loss, c_loss, _ = losses(jnp.zeros(8))
+    assert float(a_loss) == 0.0 and float(c_loss) == 0.0
+    _, no_head = tiny(False, discount_head=False)
+    a_plain, _, _ = no_head.losses(ac_state.actor.params, ac_state.critic.params, ac_state, wm,
+                                   wm_params, traj, reward, jnp.zeros(8))
+    assert float(a_plain) != 0.0
+
+
 def test_reinforce_raises_probability_of_rewarded_action(discrete):
     wm, ac, wm_params, state, start = discrete
     assert ac.rho == 1.0                      # 'auto' on discrete actions
