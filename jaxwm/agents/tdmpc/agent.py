@@ -119,16 +119,16 @@ class Agent:
         keys = jax.random.split(key, len(replays))
         parts, weights, infos = [], [], []
         for r, p, k, n in zip(replays, priorities, keys, sizes):
-            info = None
             if not n:
-                pass
-            elif p is None:
-                parts.append(replay.sample(r, k, n, seq_len))
-                weights.append(jnp.ones(n))
+                infos.append(None)
+                continue
+            if p is None:
+                batch, info, w = replay.sample(r, k, n, seq_len), None, jnp.ones(n)
             else:
                 batch, info = prioritized.sample(r, p, k, n, beta)
-                parts.append(batch)
-                weights.append(info.weights)
+                w = info.weights
+            parts.append(batch)
+            weights.append(w)
             infos.append(info)
         batch = jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=1), *parts)
         return batch, jnp.concatenate(weights), tuple(infos)
