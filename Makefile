@@ -17,11 +17,12 @@ $(VENV)/.installed: setup.py
 
 venv: $(VENV)/.installed
 
+# Two workers, a file each at a time: most of the suite is single-threaded XLA compilation.
 test: venv
-	$(VENV)/bin/python -m pytest -q tests
+	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile tests
 
 test-slow: venv
-	$(VENV)/bin/python -m pytest -q -m slow tests
+	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile -m slow tests
 
 demo: venv
 	$(VENV)/bin/python experiments/cascade.py --config=experiments/configs/cascade.py:cpu --workdir=runs/demo

@@ -31,5 +31,5 @@ setup(
         "pandas<3",
         "numpy",
     ],
-    extras_require={"test": ["pytest", "hypothesis"]},
+    extras_require={"test": ["pytest", "pytest-xdist", "hypothesis"]},
 )

@@ -1,4 +1,5 @@
-"""Shared test set-up: 8 simulated CPU devices, a persistent compilation cache, CPU rendering."""
+"""Shared test set-up: 8 simulated CPU devices, a persistent compilation cache (one per
+pytest-xdist worker), CPU rendering."""
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
@@ -6,6 +7,9 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR",
     os.path.join(os.path.dirname(os.path.dirname(__file__)), ".cache", "jax"))
+if os.environ.get("PYTEST_XDIST_WORKER"):   # one cache per pytest-xdist worker: no shared writes
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(
+        os.environ["JAX_COMPILATION_CACHE_DIR"], os.environ["PYTEST_XDIST_WORKER"])
 
 import jax  # noqa: E402
 
