@@ -360,7 +360,8 @@ class ActorCritic:
 
         traj: feat [H + 1, N, F], actions [H, N, A]; reward [H, N] for the transitions into
         traj.states[1:]; start_cont [N]: the replay's 1 - is_terminal of the start states,
-        which replaces the predicted cont(s_0) with the discount head (DreamerV2). Returns (actor_loss, critic_loss, LossAux). The critic loss is
+        which replaces the predicted cont(s_0) with the discount head (DreamerV2).
+        Returns (actor_loss, critic_loss, LossAux). The critic loss is
         differentiable only in critic_params, the actor loss only in actor_params (through
         the trajectory and the reward for dynamics backprop).
         """
@@ -453,6 +454,13 @@ def flatten_starts(posts, num: int = 0, key=None) -> Any:
         return starts
     idx = jax.random.choice(key, total, (num,), replace=False)
     return jax.tree.map(lambda x: x[idx], starts)
+
+
+def replay_starts(posts, batch, num: int = 0, key=None) -> tuple:
+    """(start states [N], start_cont [N]) from the posteriors [T, B] of a replay batch: the
+    `flatten_starts` of the states and of the replay's 1 - is_terminal, drawn alike."""
+    cont = 1.0 - batch["is_terminal"].astype(jnp.float32)
+    return flatten_starts((posts, cont), num, key)
 
 
 def feat_size(model_config) -> int:

@@ -187,13 +187,7 @@ def sample(rstate: replay.ReplayState, pstate: PriorityState, key: jax.Array, ba
            beta: float = 0.4) -> tuple[dict, SampleInfo]:
     """Sequences name -> [seq_len, batch_size, ...] drawn by priority, and their SampleInfo;
     jittable (batch_size static). Requires count >= seq_len (checked when concrete)."""
-    n = shd.num_shards(rstate.mesh)
-    if batch_size < 1 or batch_size % n:
-        raise ValueError(f"batch_size={batch_size} must be a positive multiple of the {n} "
-                         f"devices of mesh axis '{shd.DATA_AXIS}'.")
-    if not isinstance(rstate.count, jax.core.Tracer) and int(rstate.count) < pstate.seq_len:
-        raise ValueError(f"replay holds {int(rstate.count)} steps per env; sampling "
-                         f"seq_len={pstate.seq_len} needs at least seq_len steps.")
+    replay.check_sample(rstate, batch_size, pstate.seq_len)
     return _sample(rstate, pstate, key, batch_size, beta)
 
 

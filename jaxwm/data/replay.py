@@ -233,6 +233,15 @@ def sample(
     Requires count >= seq_len: checked when `state.count` is concrete; under an outer jit the caller
     must ensure it (otherwise unwritten zero slots may be returned).
     """
+    check_sample(state, batch_size, seq_len)
+    if state.mesh is not None and not isinstance(key, jax.core.Tracer):
+        key = jax.device_put(key, shd.replicated(state.mesh))  # e.g. a key restored onto one device
+    return _sample(state, key, batch_size=batch_size, seq_len=seq_len)
+
+
+def check_sample(state: ReplayState, batch_size: int, seq_len: int) -> None:
+    """Raises ValueError unless sequences of seq_len can be drawn batch_size at a time (also for
+    `prioritized.sample`)."""
     if not 1 <= seq_len <= state.capacity:
         raise ValueError(f"seq_len={seq_len} must be in [1, capacity={state.capacity}].")
     n = shd.num_shards(state.mesh)
@@ -246,9 +255,6 @@ def sample(
             f"replay holds {int(state.count)} steps per env; sampling seq_len={seq_len} "
             f"needs at least seq_len steps."
         )
-    if state.mesh is not None and not isinstance(key, jax.core.Tracer):
-        key = jax.device_put(key, shd.replicated(state.mesh))  # e.g. a key restored onto one device
-    return _sample(state, key, batch_size=batch_size, seq_len=seq_len)
 
 
 def to_numpy(state: ReplayState) -> dict[str, Any]:

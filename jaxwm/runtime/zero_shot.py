@@ -116,9 +116,8 @@ class ZeroShot:
     def behavior_step(self, state: ZeroShotState, wm_params, batch, key):
         """One update of all K task actor-critics (vmapped) from the batch's posteriors."""
         k_obs, k_start, k_ac = jax.random.split(key, 3)
-        start, start_cont = ac_lib.flatten_starts(
-            (self._posts(wm_params, batch, k_obs), 1.0 - batch["is_terminal"].astype(jnp.float32)),
-            self.config.behavior.imag_starts, k_start)
+        start, start_cont = ac_lib.replay_starts(self._posts(wm_params, batch, k_obs), batch,
+                                                 self.config.behavior.imag_starts, k_start)
 
         def one(ac_state, head_params, k):
             reward_fn = lambda traj: self.head.apply(head_params, traj.feat[1:])[..., 0]  # noqa

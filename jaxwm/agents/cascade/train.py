@@ -166,8 +166,8 @@ class Learner:
             population = state.population
             for i in range(d.policy_updates if explore else 0):
                 k_start, k_update = jax.random.split(jax.random.fold_in(k_pop, i))
-                start, start_cont = ac_lib.flatten_starts(
-                    (posts, 1.0 - batch["is_terminal"].astype(jnp.float32)), self.config.behavior.imag_starts, k_start)
+                start, start_cont = ac_lib.replay_starts(
+                    posts, batch, self.config.behavior.imag_starts, k_start)
                 population, pop_metrics = self.population.update(
                     population, self.wm, wm_state.params, disag_state.params, start, k_update,
                     start_cont)

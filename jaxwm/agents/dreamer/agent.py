@@ -72,8 +72,8 @@ class Dreamer:
         k_wm, k_start, k_ac = jax.random.split(key, 3)
         wm_state, metrics, posts = self.wm.train_step(state.wm, batch, k_wm)
         reward_fn = ac_lib.extrinsic_reward(self.wm, wm_state.params)
-        start, start_cont = ac_lib.flatten_starts(
-            (posts, 1.0 - batch["is_terminal"].astype(jnp.float32)), self.config.behavior.imag_starts, k_start)
+        start, start_cont = ac_lib.replay_starts(posts, batch, self.config.behavior.imag_starts,
+                                                 k_start)
         ac_state, ac_metrics = self.ac.update(state.ac, self.wm, wm_state.params, start,
                                               reward_fn, k_ac, start_cont)
         return (DreamerState(wm=wm_state, ac=ac_state, step=state.step + 1),

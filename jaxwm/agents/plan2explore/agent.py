@@ -76,8 +76,8 @@ class Plan2Explore:
         pairs = p2e.one_step_pairs(posts, self.wm.action_features(batch["action"]),
                                    batch["is_first"])
         disag_state, disag_metrics = self.disag.train_step(state.disag, *pairs)
-        start, start_cont = ac_lib.flatten_starts(
-            (posts, 1.0 - batch["is_terminal"].astype(jnp.float32)), self.config.behavior.imag_starts, k_start)
+        start, start_cont = ac_lib.replay_starts(posts, batch, self.config.behavior.imag_starts,
+                                                 k_start)
         expl, ac_metrics = self.ac.update(state.expl, self.wm, wm_state.params, start,
                                           self.reward_fn(wm_state.params, disag_state.params),
                                           k_ac, start_cont)
