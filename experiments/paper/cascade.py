@@ -46,6 +46,8 @@ import matplotlib
 import numpy as np
 from rliable import metrics as rly_metrics
 
+from jaxwm.runtime import stats as run_stats
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -69,24 +71,6 @@ FLAGS = flags.FLAGS
 
 
 # --- reading runs ---------------------------------------------------------------------------
-
-def read_records(workdir: str) -> list:
-    """Records of `workdir/metrics.jsonl` ([] if missing); a truncated last line (a run killed
-    while writing) is skipped."""
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
-        return []
-    records = []
-    with open(path) as f:
-        lines = [line for line in f if line.strip()]
-    for i, line in enumerate(lines):
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i < len(lines) - 1:
-                raise
-    return records
-
 
 def last_deployment(config) -> int:
     """Index of the last deployment: deployments run 0 (random) .. D."""
@@ -167,59 +151,6 @@ def score_array(records_by_seed: Mapping, key, deployments: Sequence[int]) -> np
     return np.asarray(rows, np.float64).reshape(len(rows), len(keys), len(deployments))
 
 
-def _seeded(seed: int, fn):
-    # rliable's StratifiedBootstrap draws from numpy's global RNG: seed it, then restore it.
-    saved = np.random.get_state()
-    np.random.seed(seed)
-    try:
-        return fn()
-    finally:
-        np.random.set_state(saved)
-
-
-@functools.cache
-def _rliable_library():
-    """rliable.library, or None where it cannot be imported: rliable 1.2 needs arch 7.x,
-    whose import raises TypeError under pandas 3 (and arch 8 dropped `random_state`)."""
-    try:
-        from rliable import library
-    except (ImportError, TypeError):
-        return None
-    return library
-
-
-def _resample(x: np.ndarray) -> np.ndarray:
-    """One stratified resample of scores [runs, tasks, ...]: runs drawn with replacement
-    independently in every (task, ...) cell, as rliable's StratifiedBootstrap does."""
-    runs = np.random.randint(0, x.shape[0], x.shape)
-    cells = np.ogrid[tuple(slice(n) for n in x.shape)][1:]
-    return x[(runs, *cells)]
-
-
-def numpy_interval_estimates(score_dict: Mapping, func, reps: int, size: float = 0.95):
-    """`rliable.library.get_interval_estimates` (percentile method, stratified over tasks) in
-    numpy: score_dict values are arrays [runs, tasks, ...] or lists of them (resampled
-    independently, e.g. for the probability of improvement). Returns (point, interval) with
-    interval [2, ...] = (low, high)."""
-    point, interval = {}, {}
-    for key, scores in score_dict.items():
-        args = [scores] if isinstance(scores, np.ndarray) else list(scores)
-        point[key] = func(*args)
-        stats = np.stack([func(*map(_resample, args)) for _ in range(reps)])
-        tail = 100.0 * (1.0 - size) / 2.0
-        interval[key] = np.percentile(stats, [tail, 100.0 - tail], axis=0)
-    return point, interval
-
-
-def interval_estimates(score_dict: Mapping, func, reps: int):
-    """Point estimates and 95% stratified-bootstrap CIs: rliable's `get_interval_estimates`,
-    or its numpy equivalent when rliable.library cannot be imported."""
-    library = _rliable_library()
-    if library is None:
-        return numpy_interval_estimates(score_dict, func, reps)
-    return library.get_interval_estimates(score_dict, func, reps=reps)
-
-
 def aggregate(records_by_method_seed: Mapping, key, baseline: str = CASCADE, reps: int = 2000,
               seed: int = 0) -> dict:
     """IQM with 95% stratified-bootstrap CIs per method and deployment, and the probability of
@@ -245,7 +176,7 @@ def aggregate(records_by_method_seed: Mapping, key, baseline: str = CASCADE, rep
     def iqm_per_deployment(x):             # x [runs, tasks, deployments] -> [deployments]
         return np.array([rly_metrics.aggregate_iqm(x[..., i]) for i in range(x.shape[-1])])
 
-    point, interval = _seeded(seed, lambda: interval_estimates(
+    point, interval = run_stats.seeded(seed, lambda: run_stats.interval_estimates(
         scores, iqm_per_deployment, reps))
     result = {"key": key if isinstance(key, str) else list(key), "deployments": deployments,
               "methods": {m: {"runs": int(scores[m].shape[0]),
@@ -258,7 +189,7 @@ def aggregate(records_by_method_seed: Mapping, key, baseline: str = CASCADE, rep
         return result
     last = {m: s[..., -1] for m, s in scores.items()}           # [runs, tasks]
     pairs = {m: [last[baseline], last[m]] for m in others}
-    p_point, p_interval = _seeded(seed + 1, lambda: interval_estimates(
+    p_point, p_interval = run_stats.seeded(seed + 1, lambda: run_stats.interval_estimates(
         pairs, lambda x, y: np.array([rly_metrics.probability_of_improvement(x, y)]), reps))
     result["improvement"] = {
         "deployment": deployments[-1],
@@ -322,20 +253,6 @@ def improvement_lines(agg: Mapping, what: str) -> str:
         for m, p in imp["over"].items())
 
 
-def paired_difference(x: Mapping, y: Mapping, reps: int = 2000, seed: int = 0) -> dict:
-    """Per-seed paired differences x[s] - y[s] over the seeds in both ({seed: value} each):
-    their mean with a 95% percentile-bootstrap CI over seeds, and how many seeds x wins."""
-    seeds = sorted(set(x) & set(y))
-    if not seeds:
-        raise ValueError("no seed in common")
-    diff = np.array([x[s] - y[s] for s in seeds], np.float64)
-    rng = np.random.default_rng(seed)
-    means = diff[rng.integers(0, len(diff), (reps, len(diff)))].mean(1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return {"mean": float(diff.mean()), "ci_low": float(low), "ci_high": float(high),
-            "wins": int((diff > 0).sum()), "seeds": len(seeds)}
-
-
 def last_values(records_by_seed: Mapping, key: str) -> dict:
     """{seed: value of `key` at the run's last deployment that has it}."""
     out = {}
@@ -352,7 +269,7 @@ def difference_lines(records: Mapping, key: str, ref: str, reps: int, what: str)
     for m in records:
         if m == ref:
             continue
-        d = paired_difference(last_values(records[m], key), last_values(records[ref], key),
+        d = run_stats.paired_difference(last_values(records[m], key), last_values(records[ref], key),
                               reps)
         lines.append(f"- {_name(m)} - {_name(ref)} in {what}: {d['mean']:+.1f} "
                      f"[{d['ci_low']:+.1f}, {d['ci_high']:+.1f}], higher in {d['wins']} of "
@@ -490,7 +407,7 @@ def run_grid(out_dir: str, env: str) -> dict:
         workdir = os.path.join(out_dir, name, f"seed_{seed}")
         last[workdir] = last_deployment(config)
         tag = f"[{i + 1}/{len(grid)}] {name} seed {seed}"
-        if FLAGS.skip_existing and is_finished(read_records(workdir), last[workdir]):
+        if FLAGS.skip_existing and is_finished(run_stats.read_records(workdir), last[workdir]):
             print(f"{tag}: finished run reused ({workdir})", flush=True)
             continue
         if not FLAGS.skip_existing and os.path.isdir(workdir):
@@ -513,7 +430,7 @@ def run_grid(out_dir: str, env: str) -> dict:
     records = {}
     for name, _, _, seed in grid:
         workdir = os.path.join(out_dir, name, f"seed_{seed}")
-        records.setdefault(name, {})[seed] = read_records(workdir)
+        records.setdefault(name, {})[seed] = run_stats.read_records(workdir)
         if not is_finished(records[name][seed], last[workdir]):
             raise RuntimeError(f"{workdir}/metrics.jsonl has no record of the last deployment "
                                f"{last[workdir]}")
@@ -542,7 +459,7 @@ def sweep_report(records: Mapping, reps: int) -> tuple:
                  for k in ("popdiv_return_share", "member_js", "actor_entropy")}
         if len(pair) == 2:
             p = agg["improvement"]["over"][ref]
-            d = paired_difference(last_values(seeds, "coverage"),
+            d = run_stats.paired_difference(last_values(seeds, "coverage"),
                                   last_values(records[ref], "coverage"), reps)
             versus = (f"{p['probability']:.2f} [{p['ci_low']:.2f}, {p['ci_high']:.2f}] | "
                       f"{d['mean']:+.1f} [{d['ci_low']:+.1f}, {d['ci_high']:+.1f}] "
@@ -580,7 +497,7 @@ def main(argv):
     os.makedirs(out_dir, exist_ok=True)
     records = run_grid(out_dir, env)
     reps = FLAGS.reps
-    bootstrap = "rliable" if _rliable_library() else "numpy; rliable.library not importable"
+    bootstrap = "rliable" if run_stats.rliable_library() else "numpy; rliable.library not importable"
     header = (f"# CASCADE on {env} ({FLAGS.preset} preset): IQM over {FLAGS.seeds} "
               f"seed{'s' if FLAGS.seeds != 1 else ''} "
               f"[95% stratified bootstrap CI, {reps} resamples, {bootstrap}]\n")

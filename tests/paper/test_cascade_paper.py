@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from absl import flags
 
+from jaxwm.runtime import stats as run_stats
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _spec = importlib.util.spec_from_file_location(
     "paper_cascade", os.path.join(ROOT, "experiments", "paper", "cascade.py"))
@@ -100,13 +102,13 @@ def test_numpy_bootstrap_matches_rliable_semantics():
     # 7 in every resample; the other task's values {0, 10} give IQMs in [0, 10].
     scores = np.array([[0.0, 7.0], [10.0, 7.0]])[..., None]      # [runs, tasks, 1]
     np.random.seed(0)
-    point, interval = paper.numpy_interval_estimates(
+    point, interval = run_stats.numpy_interval_estimates(
         {"a": scores}, lambda x: np.array([x[:, 1].mean(), x[:, 0].mean()]), reps=500)
     np.testing.assert_allclose(point["a"], [7.0, 5.0])
     np.testing.assert_allclose(interval["a"][:, 0], [7.0, 7.0])
     assert interval["a"].shape == (2, 2) and 0.0 <= interval["a"][0, 1] < 5.0 < \
         interval["a"][1, 1] <= 10.0
-    library = paper._rliable_library()
+    library = run_stats.rliable_library()
     if library is None:
         pytest.skip("rliable.library not importable here (arch / pandas versions)")
     np.random.seed(0)
@@ -128,10 +130,10 @@ def test_records_resume_and_missing_deployments():
 
 
 def test_read_records_skips_a_truncated_last_line(tmp_path):
-    assert paper.read_records(str(tmp_path)) == []
+    assert run_stats.read_records(str(tmp_path)) == []
     (tmp_path / "metrics.jsonl").write_text('{"deployment": 0.0, "coverage": 4.0}\n'
                                             '{"deployment": 1.0, "cov')
-    assert paper.read_records(str(tmp_path)) == [{"deployment": 0.0, "coverage": 4.0}]
+    assert run_stats.read_records(str(tmp_path)) == [{"deployment": 0.0, "coverage": 4.0}]
 
 
 def test_tables_and_plot(tmp_path):
@@ -286,13 +288,13 @@ def test_script_crafter_scores(tmp_path, fake_deployments, parsed_flags):
 def test_paired_difference_hand_worked():
     # Seeds 0-2 in both: differences 2, 4, 6 -> mean 4, x higher in all 3; every bootstrap
     # mean of three of {2, 4, 6} lies in [2, 6]. Seed 3 (y only) is left out.
-    d = paper.paired_difference({0: 3.0, 1: 5.0, 2: 7.0}, {0: 1.0, 1: 1.0, 2: 1.0, 3: 9.0},
+    d = run_stats.paired_difference({0: 3.0, 1: 5.0, 2: 7.0}, {0: 1.0, 1: 1.0, 2: 1.0, 3: 9.0},
                                 reps=500)
     assert (d["mean"], d["wins"], d["seeds"]) == (4.0, 3, 3)
     assert 2.0 <= d["ci_low"] <= 4.0 <= d["ci_high"] <= 6.0
-    assert paper.paired_difference({0: 1.0}, {0: 1.0})["wins"] == 0
+    assert run_stats.paired_difference({0: 1.0}, {0: 1.0})["wins"] == 0
     with pytest.raises(ValueError, match="no seed in common"):
-        paper.paired_difference({0: 1.0}, {1: 1.0})
+        run_stats.paired_difference({0: 1.0}, {1: 1.0})
 
 
 def test_script_sweep_on_fake_runs(tmp_path, fake_deployments, parsed_flags):

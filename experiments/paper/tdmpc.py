@@ -1,0 +1,287 @@
+r"""TD-MPC, TD-MPC2 and FOWM at the cpu budget: method x task x seed grids with rliable IQMs.
+
+--study=online (TD-MPC, Hansen et al. ICML 2022; TD-MPC2, Hansen et al. ICLR 2024): TD-MPC with
+uniform replay (the cpu preset), TD-MPC with prioritized replay (alpha 0.6, beta 0.4, the paper
+preset's setting) and TD-MPC2, on CartpoleBalance and CartpoleSwingup from states (action repeat
+8) for the cpu preset's 5k agent steps; the uniform random policy that every run scores is the
+baseline.
+--study=fowm (Feng et al., CoRL 2023, Fig. 4's comparison): FOWM trained offline on a
+medium-replay dataset (scored before any online step: "offline only"), the same run after
+finetuning online, and TD-MPC from scratch with the same online budget, on CartpoleSwingup and
+WalkerWalk. Each task's dataset is the replay of one TD-MPC run (seed 0, cpu model) at the
+task's data stage, written once to <out_dir>/datasets/<task>/medium_replay.npz.
+
+Per task and method: IQM over seeds with a 95% stratified-bootstrap CI of the final evaluation
+return and of the mean over evaluations (area under the curve), minutes per run, and paired
+per-seed differences with bootstrap CIs. Writes table.md, results.json and curves.png to --out_dir
+(default runs/paper/tdmpc_<study>). Finished runs are reused and killed ones resume.
+
+  .venv/bin/python experiments/paper/tdmpc.py --study=online --seeds=5 --jobs=2
+  .venv/bin/python experiments/paper/tdmpc.py --study=fowm --seeds=5 --jobs=2
+"""
+import json
+import multiprocessing
+import os
+import time
+from typing import Mapping
+
+from absl import app
+from absl import flags
+import matplotlib
+import numpy as np
+
+from jaxwm.agents.fowm import config as fowm_config
+from jaxwm.agents.tdmpc import config as tdmpc_config
+from jaxwm.runtime import stats as run_stats
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+STUDIES = {
+    "online": {"tasks": ("CartpoleBalance-v1", "CartpoleSwingup-v1"),
+               "methods": ("tdmpc", "tdmpc_per", "tdmpc2")},
+    "fowm": {"tasks": ("CartpoleSwingup-v1", "WalkerWalk-v1"), "methods": ("fowm", "scratch")},
+}
+# TD-MPC's action repeats; FOWM study: agent steps of the data-collecting run's stages, the
+# stage whose replay is the dataset, and the online budget (FOWM finetuning = scratch run).
+TASKS = {
+    "CartpoleBalance-v1": {"action_repeat": 8},
+    "CartpoleSwingup-v1": {"action_repeat": 8, "data_stages": (1000, 2000), "data_stage": 1000,
+                           "online_steps": 1500, "eval_every": 500},
+    "WalkerWalk-v1": {"action_repeat": 2, "data_stages": (10000,), "data_stage": 10000,
+                      "online_steps": 5000, "eval_every": 1000},
+}
+NAMES = {"tdmpc": "TD-MPC (uniform replay)", "tdmpc_per": "TD-MPC (prioritized replay)",
+         "tdmpc2": "TD-MPC2", "fowm": "FOWM offline -> online", "scratch": "TD-MPC from scratch",
+         "offline_only": "FOWM offline only", "random": "uniform random policy"}
+# (method, reference) pairs reported as paired per-seed differences of the final return.
+PAIRS = {"online": (("tdmpc_per", "tdmpc"), ("tdmpc2", "tdmpc"), ("tdmpc", "random"),
+                    ("tdmpc2", "random")),
+         "fowm": (("fowm", "scratch"), ("fowm", "offline_only"), ("offline_only", "scratch"),
+                  ("scratch", "random"))}
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    flags.DEFINE_enum("study", "online", list(STUDIES), "Which grid to run.")
+    flags.DEFINE_list("tasks", [], "Tasks (default: the study's); allowed: " + ", ".join(TASKS))
+    flags.DEFINE_integer("seeds", 5, "Seeds per method: 0 .. seeds - 1.")
+    flags.DEFINE_string("out_dir", "", "Output directory; default runs/paper/tdmpc_<study>.")
+    flags.DEFINE_integer("jobs", 1, "Runs in parallel processes.")
+    flags.DEFINE_integer("reps", 2000, "Bootstrap resamples per confidence interval.")
+
+
+def dataset_path(out_dir: str, task: str) -> str:
+    return os.path.join(out_dir, "datasets", task, "medium_replay.npz")
+
+
+def build_config(study: str, task: str, method: str, seed: int, out_dir: str):
+    """The agent config of one run: the tdmpc / fowm cpu preset on `task`."""
+    settings = TASKS[task]
+    if method == "fowm":
+        c = fowm_config.get_config("cpu")
+        c.dataset.path = dataset_path(out_dir, task)
+    else:
+        c = tdmpc_config.get_config("cpu_v2" if method == "tdmpc2" else "cpu")
+        c.run.per = method == "tdmpc_per"
+    c.env.name, c.seed = task, seed
+    c.env.overrides.action_repeat = settings["action_repeat"]
+    if study == "fowm":
+        c.run.env_steps, c.run.eval_every = settings["online_steps"], settings["eval_every"]
+        c.run.log_every = c.run.eval_every // 4
+        c.run.checkpoint_every = c.run.env_steps // 2
+    c.run.progress_bar = False
+    return c
+
+
+def make_dataset(out_dir: str, task: str) -> None:
+    """The task's medium-replay dataset from one TD-MPC run (reused if written)."""
+    if os.path.exists(dataset_path(out_dir, task)):
+        return
+    from jaxwm.agents.tdmpc.offline_data import make_datasets
+    settings = TASKS[task]
+    config = build_config("online", task, "tdmpc", 0, out_dir)
+    folder = os.path.dirname(dataset_path(out_dir, task))
+    written = make_datasets(config, os.path.join(folder, "collector"), folder,
+                            list(settings["data_stages"]), settings["data_stage"],
+                            kinds=("medium_replay",))
+    with open(os.path.join(folder, "summary.json"), "w") as f:
+        json.dump(written, f, indent=1, default=str)
+
+
+def _run_one(method: str, config_dict: dict, workdir: str) -> None:
+    """One run (in a worker process); writes workdir/wall.json with its wall-clock seconds."""
+    import ml_collections
+    from absl import logging as absl_logging
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    if method == "fowm":
+        from jaxwm.agents.fowm.train import train_and_evaluate
+    else:
+        from jaxwm.agents.tdmpc.train import train_and_evaluate
+    start = time.time()
+    train_and_evaluate(ml_collections.ConfigDict(config_dict), workdir)
+    with open(os.path.join(workdir, "wall.json"), "w") as f:
+        json.dump({"seconds": time.time() - start}, f)
+
+
+def evaluations(records) -> dict:
+    """{env step: eval/return} of a run's records."""
+    return {int(r["step"]): r["eval/return"] for r in records if "eval/return" in r}
+
+
+def is_finished(records, env_steps: int) -> bool:
+    return env_steps in evaluations(records)
+
+
+def run_grid(study: str, tasks, out_dir: str) -> dict:
+    """Runs (or reuses) every (task, method, seed); returns {task: {method: {seed: workdir}}}."""
+    grid = [(t, m, s) for t in tasks for s in range(FLAGS.seeds)
+            for m in STUDIES[study]["methods"]]
+    todo, runs, start = [], {}, time.time()
+    for i, (task, method, seed) in enumerate(grid):
+        config = build_config(study, task, method, seed, out_dir)
+        workdir = os.path.join(out_dir, task, method, f"seed_{seed}")
+        runs.setdefault(task, {}).setdefault(method, {})[seed] = workdir
+        tag = f"[{i + 1}/{len(grid)}] {task} {method} seed {seed}"
+        if is_finished(run_stats.read_records(workdir), config.run.env_steps):
+            print(f"{tag}: finished run reused", flush=True)
+            continue
+        todo.append((tag, method, config.to_dict(), workdir))
+    context = multiprocessing.get_context("spawn")   # JAX is not fork-safe
+    with context.Pool(max(1, FLAGS.jobs), maxtasksperchild=1) as pool:
+        pending = [(tag, pool.apply_async(_run_one, args)) for tag, *args in todo]
+        for tag, result in pending:
+            result.get()
+            print(f"{tag}: done at {time.time() - start:.0f}s", flush=True)
+    return runs
+
+
+def run_scores(workdir: str) -> dict:
+    """The numbers of one finished run: final, mean over evaluations after step 0, the random
+    baseline, FOWM's offline-only score (if any), minutes, and the curve."""
+    records = run_stats.read_records(workdir)
+    curve = {s: v for s, v in evaluations(records).items() if s > 0}
+    out = {"final": curve[max(curve)], "mean": float(np.mean(list(curve.values()))),
+           "curve": curve}
+    for r in records:
+        if "eval/random_return" in r:
+            out["random"] = r["eval/random_return"]
+        if "eval/offline_only_return" in r:
+            out["offline_only"] = r["eval/offline_only_return"]
+    wall = os.path.join(workdir, "wall.json")
+    if os.path.exists(wall):
+        with open(wall) as f:
+            out["minutes"] = json.load(f)["seconds"] / 60.0
+    return out
+
+
+def task_scores(runs: Mapping) -> dict:
+    """{row: {seed: scores}} of one task: the methods plus the random policy (and FOWM's
+    offline-only score), each as the dict of `run_scores`."""
+    rows = {m: {s: run_scores(w) for s, w in seeds.items()} for m, seeds in runs.items()}
+    first = next(iter(rows.values()))
+    rows["random"] = {s: {"final": v["random"], "mean": v["random"]} for s, v in first.items()}
+    if "fowm" in rows:
+        rows["offline_only"] = {s: {"final": v["offline_only"], "mean": v["offline_only"]}
+                                for s, v in rows["fowm"].items()}
+    return rows
+
+
+def _ci(st: Mapping) -> str:
+    return f"{st['iqm']:.1f} [{st['ci_low']:.1f}, {st['ci_high']:.1f}]"
+
+
+def report(study: str, scores: Mapping, reps: int) -> tuple:
+    """Markdown of all tasks and the aggregates saved to results.json."""
+    text, results = [], {}
+    for task, rows in scores.items():
+        finals = run_stats.iqm({m: [v["final"] for v in s.values()] for m, s in rows.items()},
+                               reps)
+        means = run_stats.iqm({m: [v["mean"] for v in s.values()] for m, s in rows.items()},
+                              reps)
+        lines = [f"## {task}\n", "| method | final eval return | mean over evaluations | "
+                 "minutes per run |", "|---|---|---|---|"]
+        for m in rows:
+            minutes = [v["minutes"] for v in rows[m].values() if "minutes" in v]
+            lines.append(f"| {NAMES[m]} (n={finals[m]['runs']}) | {_ci(finals[m])} | "
+                         f"{_ci(means[m])} | "
+                         f"{f'{np.mean(minutes):.1f}' if minutes else '-'} |")
+        lines.append("\nPaired per-seed differences of the final return (mean [95% bootstrap "
+                     "CI], seeds higher / seeds):\n")
+        diffs = {}
+        for m, ref in PAIRS[study]:
+            d = diffs[f"{m}-{ref}"] = run_stats.paired_difference(
+                {s: v["final"] for s, v in rows[m].items()},
+                {s: v["final"] for s, v in rows[ref].items()}, reps)
+            lines.append(f"- {NAMES[m]} - {NAMES[ref]}: {d['mean']:+.1f} [{d['ci_low']:+.1f}, "
+                         f"{d['ci_high']:+.1f}] ({d['wins']}/{d['seeds']})")
+        text.append("\n".join(lines))
+        results[task] = {"final": finals, "mean": means, "differences": diffs}
+    return "\n\n".join(text) + "\n", results
+
+
+def plot(scores: Mapping, path: str, reps: int) -> None:
+    """Evaluation return vs agent steps per task: IQM over seeds with 95% CIs; the random
+    policy and FOWM's offline-only score as dashed lines."""
+    fig, axes = plt.subplots(1, len(scores), figsize=(5 * len(scores), 3.6), squeeze=False)
+    for ax, (task, rows) in zip(axes[0], scores.items()):
+        for m, seeds in rows.items():
+            if "curve" not in next(iter(seeds.values())):
+                st = run_stats.iqm({m: [v["final"] for v in seeds.values()]}, reps)[m]
+                ax.axhline(st["iqm"], ls="--", color="gray" if m == "random" else "C3",
+                           label=NAMES[m])
+                continue
+            steps = sorted(set.intersection(*(set(v["curve"]) for v in seeds.values())))
+            st = [run_stats.iqm({m: [v["curve"][k] for v in seeds.values()]}, reps)[m]
+                  for k in steps]
+            line, = ax.plot(steps, [x["iqm"] for x in st], marker="o", ms=3, label=NAMES[m])
+            ax.fill_between(steps, [x["ci_low"] for x in st], [x["ci_high"] for x in st],
+                            color=line.get_color(), alpha=0.2)
+        ax.set(title=task, xlabel="agent steps", ylabel="eval return (IQM, 95% CI)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from absl import logging as absl_logging
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    study = FLAGS.study
+    tasks = FLAGS.tasks or list(STUDIES[study]["tasks"])
+    bad = [t for t in tasks if t not in TASKS or (study == "fowm" and "online_steps" not in
+                                                   TASKS[t])]
+    if bad:
+        allowed = [t for t in TASKS if study == "online" or "online_steps" in TASKS[t]]
+        raise app.UsageError(f"--tasks: {bad} not allowed for --study={study}; allowed: "
+                             f"{allowed}")
+    if FLAGS.seeds < 1:
+        raise app.UsageError(f"--seeds={FLAGS.seeds} must be >= 1")
+    out_dir = FLAGS.out_dir or os.path.join("runs", "paper", f"tdmpc_{study}")
+    os.makedirs(out_dir, exist_ok=True)
+    if study == "fowm":
+        for task in tasks:
+            make_dataset(out_dir, task)
+    runs = run_grid(study, tasks, out_dir)
+    scores = {task: task_scores(runs[task]) for task in tasks}
+    body, results = report(study, scores, FLAGS.reps)
+    bootstrap = "rliable" if run_stats.rliable_library() else "numpy bootstrap"
+    text = (f"# TD-MPC family, study '{study}' (cpu presets): IQM over {FLAGS.seeds} seeds "
+            f"[95% CI, {FLAGS.reps} resamples, {bootstrap}]\n\n{body}")
+    print("\n" + text)
+    with open(os.path.join(out_dir, "table.md"), "w") as f:
+        f.write(text)
+    with open(os.path.join(out_dir, "results.json"), "w") as f:
+        json.dump({"study": study, "tasks": tasks, "seeds": FLAGS.seeds, "runs": runs,
+                   "aggregates": results}, f, indent=1)
+    plot(scores, os.path.join(out_dir, "curves.png"), FLAGS.reps)
+    print(f"saved {out_dir}/table.md, results.json, curves.png")
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
