@@ -48,6 +48,9 @@ def model_config() -> ml_collections.ConfigDict:
     c.pred_discount = True     # train the discount head into the features (CASCADE: False)
     c.kl_scale = 0.1           # beta (0.1 Atari, 1.0 DMC)
     c.kl_balance = 0.8         # alpha: share of the KL gradient sent to the prior
+    c.kl_balancing = True      # False: the plain beta * KL(q || p) of PlaNet / DreamerV1, its
+    #                            gradient into both posterior and prior (kl_balance ignored)
+    c.overshooting = 1         # PlaNet's latent overshooting distance D (1: the one-step KL)
     c.kl_free = 0.0            # free nats (0 Atari, 1 DMC)
     c.kl_free_avg = True       # apply free nats to the batch average (V2) or per sample (V3)
     c.loss_scales = ml_collections.ConfigDict(
@@ -84,6 +87,9 @@ def check_config(c: ml_collections.ConfigDict) -> None:
                            ("conv_lowering", conv.LOWERINGS), ("act", tuple(sorted(ACTIVATIONS)))):
         if c[field] not in allowed:
             raise ValueError(f"model.{field}={c[field]!r} is not one of {allowed}")
+    if isinstance(c.overshooting, bool) or not isinstance(c.overshooting, int) or (
+            c.overshooting < 1):
+        raise ValueError(f"model.overshooting={c.overshooting!r} must be an int >= 1 (1: off)")
 
 
 def image_keys(obs_space: dict) -> list:
@@ -273,11 +279,27 @@ class WorldModel:
             disc_logits = self.net.apply(params, feat, method=WorldModelNet.discount_logits)
             losses["discount"] = -(cont * jax.nn.log_sigmoid(disc_logits)
                                    + (1 - cont) * jax.nn.log_sigmoid(-disc_logits)).mean()
-        kl, kl_value = rssm.kl_loss(self.cell, posts, priors, c.kl_scale * c.kl_balance,
-                                    c.kl_scale * (1 - c.kl_balance), c.kl_free, c.kl_free_avg)
+        if c.kl_balancing:
+            kl, kl_value = rssm.kl_loss(self.cell, posts, priors, c.kl_scale * c.kl_balance,
+                                        c.kl_scale * (1 - c.kl_balance), c.kl_free,
+                                        c.kl_free_avg)
+        else:
+            kl, kl_value = rssm.plain_kl_loss(self.cell, posts, priors, c.kl_scale, c.kl_free,
+                                              c.kl_free_avg)
+        if c.overshooting > 1:
+            overshoot, by_distance = rssm.overshooting_kl(
+                self.cell, self.cell_params(params), posts, priors,
+                self.action_features(batch["action"]), batch["is_first"], c.overshooting,
+                jax.random.fold_in(key, 1), c.kl_free, c.kl_free_avg)
+            # PlaNet Eq. 7: beta times the average over distances 1..D of the KL terms
+            kl = (kl + c.kl_scale * overshoot) / by_distance.shape[0]
+            losses_extra = {"overshooting_kl": by_distance[1:].mean()}
+        else:
+            losses_extra = {}
         scales = dict(c.loss_scales)
         total = kl + sum(scales.get(k, 1.0) * v for k, v in losses.items())
         metrics = {f"{k}_loss": v for k, v in losses.items()}
+        metrics.update(losses_extra)
         metrics.update(kl_loss=kl, kl=kl_value.mean(), model_loss=total,
                        prior_entropy=_entropy(self.cell, priors),
                        post_entropy=_entropy(self.cell, posts))

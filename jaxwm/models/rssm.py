@@ -157,13 +157,73 @@ def rollout(cell: RSSMCell, params, start: dict, actions, key):
     return states
 
 
+def distribution(cell: RSSMCell, state: dict) -> dict:
+    """The distribution parameters of a state: {'logits'} or {'mean', 'std'}."""
+    keys = ("logits",) if cell.latent == "discrete" else ("mean", "std")
+    return {k: state[k] for k in keys}
+
+
+def kl(cell: RSSMCell, lhs: dict, rhs: dict) -> jax.Array:
+    """KL(lhs || rhs) of two states' latent distributions, summed over latents: [...]."""
+    if cell.latent == "discrete":
+        return dists.categorical_kl(lhs["logits"], rhs["logits"])
+    return dists.gaussian_kl(lhs["mean"], lhs["std"], rhs["mean"], rhs["std"])
+
+
 def kl_loss(cell: RSSMCell, post: dict, prior: dict, dyn_scale, rep_scale, free, free_avg=True):
     """Balanced KL between posterior and prior states (see `distributions.balanced_kl`)."""
-    if cell.latent == "discrete":
-        kl_fn = lambda q, p: dists.categorical_kl(q["logits"], p["logits"])  # noqa: E731
-        post_p, prior_p = {"logits": post["logits"]}, {"logits": prior["logits"]}
-    else:
-        kl_fn = lambda q, p: dists.gaussian_kl(q["mean"], q["std"], p["mean"], p["std"])  # noqa: E731
-        post_p = {"mean": post["mean"], "std": post["std"]}
-        prior_p = {"mean": prior["mean"], "std": prior["std"]}
-    return dists.balanced_kl(kl_fn, post_p, prior_p, dyn_scale, rep_scale, free, free_avg)
+    return dists.balanced_kl(lambda q, p: kl(cell, q, p), distribution(cell, post),
+                             distribution(cell, prior), dyn_scale, rep_scale, free, free_avg)
+
+
+def _free_nats(kl_value, free, free_avg, mask=None):
+    """mean KL clipped below at `free`: of the (masked) batch average (free_avg) or per sample."""
+    mask = jnp.ones_like(kl_value) if mask is None else mask.astype(kl_value.dtype)
+    count = jnp.maximum(mask.sum(), 1.0)
+    if free_avg:
+        return jnp.maximum((kl_value * mask).sum() / count, free)
+    return (jnp.maximum(kl_value, free) * mask).sum() / count
+
+
+def plain_kl_loss(cell: RSSMCell, post: dict, prior: dict, scale, free, free_avg=True):
+    """scale * max(KL(q || p), free) with gradients into both (PlaNet, DreamerV1). Returns
+    (loss, sg(KL) [...] for logging)."""
+    value = kl(cell, distribution(cell, post), distribution(cell, prior))
+    return scale * _free_nats(value, free, free_avg), jax.lax.stop_gradient(value)
+
+
+def overshooting_kl(cell: RSSMCell, params, posts: dict, priors: dict, actions, is_first,
+                    distance: int, key, free, free_avg=True):
+    """Latent overshooting (PlaNet, Hafner et al. ICML 2019, Sec. 4 / Eq. 7): the KL from the
+    posterior q(s_t | o_<=t) to the d-step open-loop prior p(s_t | s_{t-d}) for d = 2 .. n,
+    n = min(distance, T); the posterior is a fixed target (stop-gradient) for d > 1, so the
+    multi-step predictions are trained towards it and not vice versa.
+
+    posts, priors: states [T, B] of `observe` (priors[t] is the 1-step prior from posts[t-1]);
+    actions [T, B, A] (features; actions[t] is taken after o_t); is_first [T, B]. A d-step prior
+    at t is valid when t >= d and no episode starts in (t - d, t]; each distance's KL is averaged
+    over its valid (t, b) and clipped at `free` like the one-step term.
+    Returns (sum over d = 2..n of those clipped means, unclipped mean KL per distance [n], d = 1
+    first). The caller averages the one-step term and this sum over n distances.
+    """
+    steps = actions.shape[0]
+    n = min(distance, steps)
+    target = jax.tree.map(jax.lax.stop_gradient, distribution(cell, posts))
+    first = is_first.astype(bool)
+    prev_actions = jnp.concatenate([actions[:1], actions[:-1]], 0)  # [t] = actions[t - 1]
+    shift = lambda x: jnp.concatenate([x[:1], x[:-1]], 0)  # noqa: E731  [t] = x[t - 1]
+    valid = (jnp.arange(steps)[:, None] >= 1) & ~first          # the 1-step priors
+    one_step = kl(cell, target, distribution(cell, priors))
+
+    def step(carry, k):
+        states, valid = carry
+        states = cell.apply(params, jax.tree.map(shift, states), prev_actions, k,
+                            method=RSSMCell.img_step)
+        valid = jnp.concatenate([jnp.zeros_like(valid[:1]), valid[:-1]], 0) & ~first
+        value = kl(cell, target, distribution(cell, states))
+        mean = (value * valid).sum() / jnp.maximum(valid.sum(), 1)
+        return (states, valid), (_free_nats(value, free, free_avg, valid), mean)
+
+    _, (losses, means) = jax.lax.scan(step, (priors, valid), jax.random.split(key, n - 1))
+    one = (one_step * valid).sum() / jnp.maximum(valid.sum(), 1)
+    return losses.sum(), jnp.concatenate([one[None], means])

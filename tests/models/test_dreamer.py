@@ -122,3 +122,33 @@ def test_pong_reconstruction_learns_and_run_resumes(tmp_path):
     assert steps == sorted(steps) and steps[-1] == 280   # resumed at 240, not from scratch
     assert (tmp_path / "pong" / "plots" / "metrics.png").exists()
     assert list((tmp_path / "pong" / "videos").glob("openloop_*.gif"))
+
+
+def test_latent_overshooting_loss_is_the_average_over_distances():
+    # PlaNet Eq. 7 with beta_d = beta: KL term = beta / D * (KL_1 + sum_{d=2..D} KL_d), where
+    # KL_1 is the model's one-step term. D = 1 is the plain model loss, value and gradient.
+    env, data = collect("CartpoleBalance-v1")
+    batch = replay.sample(data, jax.random.PRNGKey(1), B, T)
+    base = dict(latent="gaussian", stoch=6, kl_balancing=False, kl_scale=1.0, kl_free=0.0)
+    plain = smoke_model(env, **base)
+    params = jax.jit(plain.init)(jax.random.PRNGKey(0))
+    key = jax.random.PRNGKey(2)
+    loss_plain, (m_plain, _) = plain.loss(params, batch, key)
+    one = smoke_model(env, overshooting=1, **base)
+    np.testing.assert_allclose(one.loss(params, batch, key)[0], loss_plain, rtol=1e-6)
+    three = smoke_model(env, overshooting=3, **base)
+    loss3, (m3, _) = three.loss(params, batch, key)
+    posts, priors = three.observe(params, batch, key)
+    from jaxwm.models import rssm
+    extra, by_distance = rssm.overshooting_kl(
+        three.cell, three.cell_params(params), posts, priors,
+        three.action_features(batch["action"]), batch["is_first"], 3,
+        jax.random.fold_in(key, 1), 0.0)
+    assert by_distance.shape == (3,)
+    np.testing.assert_allclose(m3["kl_loss"], (m_plain["kl_loss"] + extra) / 3, rtol=1e-5)
+    np.testing.assert_allclose(loss3 - m3["kl_loss"], loss_plain - m_plain["kl_loss"],
+                               rtol=1e-5)
+    grads = jax.grad(lambda p: three.loss(p, batch, key)[0])(params)
+    assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
+    with pytest.raises(ValueError, match="model.overshooting"):
+        smoke_model(env, overshooting=0)
