@@ -301,8 +301,14 @@ def time_cem(preset: str) -> dict:
         for i in range(n):
             np_cem_plan(c, np_params, rng, states[i], prev[i], is_first[i])
     np_s = (time.perf_counter() - begin) / FLAGS.repeats
+    # Matmul FLOPs of the model per plan (transition and reward head of every candidate step).
+    step_flops = 2 * ((STATE_SIZE + a_size) * HIDDEN + HIDDEN * STATE_SIZE + STATE_SIZE * HIDDEN
+                      + HIDDEN)
+    gflop = c.iterations * c.num_candidates * c.horizon * step_flops / 1e9
     return {"preset": preset, "num_envs": n, **CEM_PRESETS[preset], "state_size": STATE_SIZE,
-            "hidden": HIDDEN, "action_size": a_size, "jax_plans_per_s": n / jax_s,
+            "hidden": HIDDEN, "action_size": a_size, "model_gflop_per_plan": gflop,
+            "jax_gflop_per_s": gflop * n / jax_s, "numpy_gflop_per_s": gflop * n / np_s,
+            "jax_plans_per_s": n / jax_s,
             "numpy_plans_per_s": n / np_s, "speedup_jax_over_numpy": np_s / jax_s,
             "jax_compile_s": round(compile_s, 2), "return_max_abs_diff": gap,
             "return_max_abs": float(np.abs(np_returns).max())}
@@ -328,7 +334,8 @@ def main(argv):
               f"{row['numpy_plans_per_s']:7.2f} plans/s | "
               f"ratio {row['speedup_jax_over_numpy']:.1f}x"
               f" ({row['num_envs']} envs, J={row['num_candidates']}, K={row['num_elites']}, "
-              f"{row['iterations']} it, H={row['horizon']}; return gap "
+              f"{row['iterations']} it, H={row['horizon']}; model matmuls "
+              f"{row['jax_gflop_per_s']:.0f} vs {row['numpy_gflop_per_s']:.0f} GFLOP/s; return gap "
               f"{row['return_max_abs_diff']:.1e} of max |R| {row['return_max_abs']:.1f})")
     save_benchmark(FLAGS.out, "planner", {
         "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS"), "rows": rows,
