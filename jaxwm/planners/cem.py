@@ -29,7 +29,7 @@ import jax.numpy as jnp
 
 @dataclasses.dataclass(frozen=True)
 class CEMConfig:
-    """CEM settings (defaults: PlaNet's). Static under jit (hashable)."""
+    """CEM settings (defaults: PlaNet's, except warm_start). Static under jit (hashable)."""
     horizon: int = 12             # planning horizon H
     num_candidates: int = 1000    # J action sequences per iteration
     num_elites: int = 100         # K best sequences the Gaussian is refit to
