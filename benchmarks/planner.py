@@ -1,6 +1,7 @@
-"""MPPI planning throughput: the jitted, vmapped JAX planner against a plain NumPy loop.
+"""MPPI and CEM planning throughput: the jitted, vmapped JAX planners against plain NumPy loops.
 
-  python benchmarks/planner.py --presets=cpu,paper --num_envs=8 --out=benchmarks/results
+  python benchmarks/planner.py --presets=cpu,paper --cem_presets=cpu,paper --num_envs=8 \
+      --out=benchmarks/results
 
 Both plan for a batch of `num_envs` latents with the same TD-MPC TOLD parameters (the `tdmpc`
 agent preset's model and planner sizes; obs/action sizes of walker: 24 / 6). The NumPy version is
@@ -10,7 +11,13 @@ Plans/s = envs planned per second. Before timing, both value estimators score on
 of action sequences and their max difference is reported (they compute the same function).
 NumPy's BLAS is pinned to one thread (OPENBLAS_NUM_THREADS=1 unless set): for these small
 matmuls multi-threaded OpenBLAS was ~30x slower on this shared 2-core machine, which would
-flatter the ratio. Printed and saved as JSON (planner.json).
+flatter the ratio. Printed and saved as JSON (planner.json: MPPI in 'rows', CEM in 'cem').
+
+CEM (PlaNet's planner, `jaxwm.planners.cem`) plans in a deterministic stand-in for PlaNet's RSSM at
+its sizes (state 230 = deter 200 + stoch 30, hidden 200): s' = tanh MLP([s, a]), reward = tanh MLP
+head on s', random weights. `paper` plans with PlaNet's J=1000 candidates, top 100, 10 iterations,
+H=12; `cpu` with J=200, top 20, 5 iterations, H=12. The NumPy CEM loops over envs, iterations and
+horizon steps with float32 matmuls over the candidates (the value check runs it in float64).
 """
 import os
 
@@ -25,10 +32,13 @@ from absl import app, flags  # noqa: E402
 
 from jaxwm.agents.tdmpc import config as tdmpc_config  # noqa: E402
 from jaxwm.agents.tdmpc.agent import Agent  # noqa: E402
-from jaxwm.planners import mppi  # noqa: E402
+from jaxwm.planners import cem, mppi  # noqa: E402
 from jaxwm.runtime.logging import save_benchmark  # noqa: E402
 
-flags.DEFINE_list("presets", ["cpu", "paper"], "tdmpc presets whose model/planner sizes are timed")
+flags.DEFINE_list("presets", ["cpu", "paper"],
+                  "tdmpc presets whose model/planner sizes are timed with MPPI (empty: none)")
+flags.DEFINE_list("cem_presets", ["cpu", "paper"], "CEM planner sizes timed (cpu, paper; empty: "
+                  "none)")
 flags.DEFINE_integer("num_envs", 8, "latents planned per call (a batch of environments)")
 flags.DEFINE_integer("obs_size", 24, "observation size D")
 flags.DEFINE_integer("action_size", 6, "action size A")
@@ -199,20 +209,137 @@ def time_preset(preset: str) -> dict:
             "value_max_abs_diff": value_gap, "value_max_abs": value_scale}
 
 
+# ------------------------------------------------------------------------------------------------
+# CEM: a PlaNet-sized deterministic model, written once for numpy and jax.numpy (xp)
+# ------------------------------------------------------------------------------------------------
+CEM_PRESETS = {"cpu": dict(horizon=12, num_candidates=200, num_elites=20, iterations=5),
+               "paper": dict(horizon=12, num_candidates=1000, num_elites=100, iterations=10)}
+STATE_SIZE, HIDDEN = 230, 200  # PlaNet: deter 200 + stoch 30, hidden 200
+
+
+def planet_like_params(action_size: int, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+
+    def dense(n_in, n_out):
+        return {"w": (rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)).astype(np.float32),
+                "b": (0.1 * rng.standard_normal(n_out)).astype(np.float32)}
+    return {"t0": dense(STATE_SIZE + action_size, HIDDEN), "t1": dense(HIDDEN, STATE_SIZE),
+            "r0": dense(STATE_SIZE, HIDDEN), "r1": dense(HIDDEN, 1)}
+
+
+def transition(xp, p, s, a):
+    h = xp.tanh(xp.concatenate([s, a], -1) @ p["t0"]["w"] + p["t0"]["b"])
+    return xp.tanh(h @ p["t1"]["w"] + p["t1"]["b"])
+
+
+def reward_head(xp, p, s):
+    return (xp.tanh(s @ p["r0"]["w"] + p["r0"]["b"]) @ p["r1"]["w"] + p["r1"]["b"])[..., 0]
+
+
+CEM_FNS = cem.ModelFns(next=lambda p, s, a, key: transition(jnp, p, s, a),
+                       reward=lambda p, s, a: reward_head(jnp, p, s))
+
+
+def np_cem_returns(c: cem.CEMConfig, p, states, actions):
+    """Same as `cem.candidate_returns` (no terminal value): states [J, S], actions [J, H, A]."""
+    returns, discount = np.zeros(len(states), states.dtype), 1.0
+    for t in range(actions.shape[1]):
+        states = transition(np, p, states, actions[:, t])
+        returns += discount * reward_head(np, p, states)
+        discount *= c.gamma
+    return returns
+
+
+def np_cem_plan(c: cem.CEMConfig, p, rng, state, prev_mean, is_first):
+    """NumPy CEM for one state [S] (loops over iterations and horizon)."""
+    horizon, a_size = prev_mean.shape
+    states = np.repeat(state[None], c.num_candidates, 0)
+    if is_first or not c.warm_start:
+        mean = np.zeros_like(prev_mean)
+    else:
+        mean = np.concatenate([prev_mean[1:], np.zeros_like(prev_mean[:1])])
+    std = np.full_like(prev_mean, c.init_std)
+    for _ in range(c.iterations):
+        noise = rng.standard_normal((c.num_candidates, horizon, a_size), dtype=np.float32)
+        actions = np.clip(mean + std * noise, -1, 1)
+        returns = np.nan_to_num(np_cem_returns(c, p, states, actions), nan=-np.inf)
+        elites = actions[np.argpartition(-returns, c.num_elites - 1)[:c.num_elites]]
+        mean = elites.mean(0)
+        std = np.sqrt(elites.var(0) + c.min_std ** 2)
+    return mean[0], mean
+
+
+def time_cem(preset: str) -> dict:
+    c = cem.CEMConfig(**CEM_PRESETS[preset])
+    n, a_size = FLAGS.num_envs, FLAGS.action_size
+    np_params = planet_like_params(a_size)
+    params = jax.tree.map(jnp.asarray, np_params)
+    rng = np.random.default_rng(0)
+    states = np.tanh(rng.standard_normal((n, STATE_SIZE))).astype(np.float32)
+    prev = np.zeros((n, c.horizon, a_size), np.float32)
+    is_first = np.ones(n, bool)
+
+    # Same function: returns of one set of action sequences (NumPy in float64).
+    check = jax.random.uniform(jax.random.key(2), (64, c.horizon, a_size), minval=-1)
+    start = jnp.repeat(jnp.asarray(states[:1]), 64, 0)
+    jax_returns = cem.candidate_returns(c, CEM_FNS, params, start, check, jax.random.key(3))
+    np_returns = np_cem_returns(c, jax.tree.map(lambda x: x.astype(np.float64), np_params),
+                                np.asarray(start, np.float64), np.asarray(check, np.float64))
+    gap = float(np.abs(np.asarray(jax_returns) - np_returns).max())
+
+    act = jax.jit(lambda p, key, s, m, f: cem.plan_batch(c, CEM_FNS, p, key, s, m, f))
+    begin = time.perf_counter()
+    jax.block_until_ready(act(params, jax.random.key(0), states, prev, is_first))
+    compile_s = time.perf_counter() - begin
+    begin = time.perf_counter()
+    for i in range(FLAGS.repeats):
+        np.asarray(act(params, jax.random.key(i), states, prev, is_first)[0])
+    jax_s = (time.perf_counter() - begin) / FLAGS.repeats
+
+    begin = time.perf_counter()
+    for _ in range(FLAGS.repeats):
+        for i in range(n):
+            np_cem_plan(c, np_params, rng, states[i], prev[i], is_first[i])
+    np_s = (time.perf_counter() - begin) / FLAGS.repeats
+    # Matmul FLOPs of the model per plan (transition and reward head of every candidate step).
+    step_flops = 2 * ((STATE_SIZE + a_size) * HIDDEN + HIDDEN * STATE_SIZE + STATE_SIZE * HIDDEN
+                      + HIDDEN)
+    gflop = c.iterations * c.num_candidates * c.horizon * step_flops / 1e9
+    return {"preset": preset, "num_envs": n, **CEM_PRESETS[preset], "state_size": STATE_SIZE,
+            "hidden": HIDDEN, "action_size": a_size, "model_gflop_per_plan": gflop,
+            "jax_gflop_per_s": gflop * n / jax_s, "numpy_gflop_per_s": gflop * n / np_s,
+            "jax_plans_per_s": n / jax_s,
+            "numpy_plans_per_s": n / np_s, "speedup_jax_over_numpy": np_s / jax_s,
+            "jax_compile_s": round(compile_s, 2), "return_max_abs_diff": gap,
+            "return_max_abs": float(np.abs(np_returns).max())}
+
+
 def main(argv):
     del argv
     rows = []
     for preset in FLAGS.presets:
         row = time_preset(preset)
         rows.append(row)
-        print(f"{preset:>6}: JAX {row['jax_plans_per_s']:8.1f} plans/s | NumPy "
+        print(f"MPPI {preset:>6}: JAX {row['jax_plans_per_s']:8.1f} plans/s | NumPy "
               f"{row['numpy_plans_per_s']:7.2f} plans/s | "
               f"ratio {row['speedup_jax_over_numpy']:.1f}x"
               f" ({row['num_envs']} envs, {row['num_samples']}+{row['num_pi_trajs']} samples, "
               f"{row['iterations']} it, H={row['horizon']}; value gap "
               f"{row['value_max_abs_diff']:.1e} of max |V| {row['value_max_abs']:.1f})")
+    cem_rows = []
+    for preset in FLAGS.cem_presets:
+        row = time_cem(preset)
+        cem_rows.append(row)
+        print(f"CEM  {preset:>6}: JAX {row['jax_plans_per_s']:8.1f} plans/s | NumPy "
+              f"{row['numpy_plans_per_s']:7.2f} plans/s | "
+              f"ratio {row['speedup_jax_over_numpy']:.1f}x"
+              f" ({row['num_envs']} envs, J={row['num_candidates']}, K={row['num_elites']}, "
+              f"{row['iterations']} it, H={row['horizon']}; model matmuls "
+              f"{row['jax_gflop_per_s']:.0f} vs {row['numpy_gflop_per_s']:.0f} GFLOP/s; return gap "
+              f"{row['return_max_abs_diff']:.1e} of max |R| {row['return_max_abs']:.1f})")
     save_benchmark(FLAGS.out, "planner", {
-        "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS"), "rows": rows})
+        "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS"), "rows": rows,
+        "cem": cem_rows})
 
 
 if __name__ == "__main__":
