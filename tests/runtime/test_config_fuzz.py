@@ -22,11 +22,12 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from experiments.configs import cascade, dreamer, fowm, plan2explore, tdmpc, world_model
+from experiments.configs import cascade, dreamer, fowm, plan2explore, planet, tdmpc, world_model
 from jaxwm.agents.cascade import train as cascade_train
 from jaxwm.agents.dreamer import train as dreamer_train
 from jaxwm.agents.fowm import train as fowm_train
 from jaxwm.agents.plan2explore import train as plan2explore_train
+from jaxwm.agents.planet import train as planet_train
 from jaxwm.agents.tdmpc import train as tdmpc_train
 from jaxwm.runtime import checkpoint, online, world_model_training
 from jaxwm.runtime.logging import save_config
@@ -41,6 +42,7 @@ BINARIES = {
     "world_model": (world_model, world_model_training, "train"),
     "tdmpc": (tdmpc, tdmpc_train, "train_and_evaluate"),
     "fowm": (fowm, fowm_train, "train_and_evaluate"),
+    "planet": (planet, planet_train, "train_and_evaluate"),
 }
 
 # Plausible values of string fields (by the last name of their dotted path), valid or not for
