@@ -20,22 +20,18 @@ per-seed differences with bootstrap CIs. Writes table.md, results.json and curve
   .venv/bin/python experiments/paper/tdmpc.py --study=fowm --seeds=5 --jobs=2
 """
 import json
-import multiprocessing
 import os
-import time
 from typing import Mapping
 
 from absl import app
 from absl import flags
-import matplotlib
 import numpy as np
 
 from jaxwm.agents.fowm import config as fowm_config
 from jaxwm.agents.tdmpc import config as tdmpc_config
+from jaxwm.runtime import grid
+from jaxwm.runtime import plots
 from jaxwm.runtime import stats as run_stats
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
 STUDIES = {
     "online": {"tasks": ("CartpoleBalance-v1", "CartpoleSwingup-v1"),
@@ -110,76 +106,33 @@ def make_dataset(out_dir: str, task: str) -> None:
         json.dump(written, f, indent=1, default=str)
 
 
-def _run_one(method: str, config_dict: dict, workdir: str) -> None:
-    """One run (in a worker process); writes workdir/wall.json with its wall-clock seconds."""
-    import ml_collections
-    from absl import logging as absl_logging
-    absl_logging.set_verbosity(absl_logging.WARNING)
-    if method == "fowm":
-        from jaxwm.agents.fowm.train import train_and_evaluate
-    else:
-        from jaxwm.agents.tdmpc.train import train_and_evaluate
-    start = time.time()
-    train_and_evaluate(ml_collections.ConfigDict(config_dict), workdir)
-    with open(os.path.join(workdir, "wall.json"), "w") as f:
-        json.dump({"seconds": time.time() - start}, f)
-
-
-def evaluations(records) -> dict:
-    """{env step: eval/return} of a run's records."""
-    return {int(r["step"]): r["eval/return"] for r in records if "eval/return" in r}
-
-
-def is_finished(records, env_steps: int) -> bool:
-    return env_steps in evaluations(records)
+TRAIN_FNS = {"fowm": "jaxwm.agents.fowm.train:train_and_evaluate",
+             "tdmpc": "jaxwm.agents.tdmpc.train:train_and_evaluate"}
 
 
 def run_grid(study: str, tasks, out_dir: str) -> dict:
     """Runs (or reuses) every (task, method, seed); returns {task: {method: {seed: workdir}}}."""
-    grid = [(t, m, s) for t in tasks for s in range(FLAGS.seeds)
-            for m in STUDIES[study]["methods"]]
-    todo, runs, start = [], {}, time.time()
-    for i, (task, method, seed) in enumerate(grid):
+    cells = [(t, m, s) for t in tasks for s in range(FLAGS.seeds)
+             for m in STUDIES[study]["methods"]]
+    todo, runs = [], {}
+    for i, (task, method, seed) in enumerate(cells):
         config = build_config(study, task, method, seed, out_dir)
         workdir = os.path.join(out_dir, task, method, f"seed_{seed}")
         runs.setdefault(task, {}).setdefault(method, {})[seed] = workdir
-        tag = f"[{i + 1}/{len(grid)}] {task} {method} seed {seed}"
-        if is_finished(run_stats.read_records(workdir), config.run.env_steps):
+        tag = f"[{i + 1}/{len(cells)}] {task} {method} seed {seed}"
+        if grid.is_finished(workdir, config.run.env_steps):
             print(f"{tag}: finished run reused", flush=True)
             continue
-        todo.append((tag, method, config.to_dict(), workdir))
-    context = multiprocessing.get_context("spawn")   # JAX is not fork-safe
-    with context.Pool(max(1, FLAGS.jobs), maxtasksperchild=1) as pool:
-        pending = [(tag, pool.apply_async(_run_one, args)) for tag, *args in todo]
-        for tag, result in pending:
-            result.get()
-            print(f"{tag}: done at {time.time() - start:.0f}s", flush=True)
+        todo.append(grid.Run(tag, TRAIN_FNS["fowm" if method == "fowm" else "tdmpc"],
+                             config.to_dict(), workdir))
+    grid.run_all(todo, FLAGS.jobs)
     return runs
-
-
-def run_scores(workdir: str) -> dict:
-    """The numbers of one finished run: final, mean over evaluations after step 0, the random
-    baseline, FOWM's offline-only score (if any), minutes, and the curve."""
-    records = run_stats.read_records(workdir)
-    curve = {s: v for s, v in evaluations(records).items() if s > 0}
-    out = {"final": curve[max(curve)], "mean": float(np.mean(list(curve.values()))),
-           "curve": curve}
-    for r in records:
-        if "eval/random_return" in r:
-            out["random"] = r["eval/random_return"]
-        if "eval/offline_only_return" in r:
-            out["offline_only"] = r["eval/offline_only_return"]
-    wall = os.path.join(workdir, "wall.json")
-    if os.path.exists(wall):
-        with open(wall) as f:
-            out["minutes"] = json.load(f)["seconds"] / 60.0
-    return out
 
 
 def task_scores(runs: Mapping) -> dict:
     """{row: {seed: scores}} of one task: the methods plus the random policy (and FOWM's
-    offline-only score), each as the dict of `run_scores`."""
-    rows = {m: {s: run_scores(w) for s, w in seeds.items()} for m, seeds in runs.items()}
+    offline-only score), each as the dict of `grid.run_scores`."""
+    rows = {m: {s: grid.run_scores(w) for s, w in seeds.items()} for m, seeds in runs.items()}
     first = next(iter(rows.values()))
     rows["random"] = {s: {"final": v["random"], "mean": v["random"]} for s, v in first.items()}
     if "fowm" in rows:
@@ -221,31 +174,6 @@ def report(study: str, scores: Mapping, reps: int) -> tuple:
     return "\n\n".join(text) + "\n", results
 
 
-def plot(scores: Mapping, path: str, reps: int) -> None:
-    """Evaluation return vs agent steps per task: IQM over seeds with 95% CIs; the random
-    policy and FOWM's offline-only score as dashed lines."""
-    fig, axes = plt.subplots(1, len(scores), figsize=(5 * len(scores), 3.6), squeeze=False)
-    for ax, (task, rows) in zip(axes[0], scores.items()):
-        for m, seeds in rows.items():
-            if "curve" not in next(iter(seeds.values())):
-                st = run_stats.iqm({m: [v["final"] for v in seeds.values()]}, reps)[m]
-                ax.axhline(st["iqm"], ls="--", color="gray" if m == "random" else "C3",
-                           label=NAMES[m])
-                continue
-            steps = sorted(set.intersection(*(set(v["curve"]) for v in seeds.values())))
-            st = [run_stats.iqm({m: [v["curve"][k] for v in seeds.values()]}, reps)[m]
-                  for k in steps]
-            line, = ax.plot(steps, [x["iqm"] for x in st], marker="o", ms=3, label=NAMES[m])
-            ax.fill_between(steps, [x["ci_low"] for x in st], [x["ci_high"] for x in st],
-                            color=line.get_color(), alpha=0.2)
-        ax.set(title=task, xlabel="agent steps", ylabel="eval return (IQM, 95% CI)")
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -278,7 +206,7 @@ def main(argv):
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump({"study": study, "tasks": tasks, "seeds": FLAGS.seeds, "runs": runs,
                    "aggregates": results}, f, indent=1)
-    plot(scores, os.path.join(out_dir, "curves.png"), FLAGS.reps)
+    plots.plot_eval_curves(scores, os.path.join(out_dir, "curves.png"), NAMES, FLAGS.reps)
     print(f"saved {out_dir}/table.md, results.json, curves.png")
 
 

@@ -74,3 +74,32 @@ def plot_metrics(workdir: str, keys: tuple, path: str | None = None, title: str 
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plot_eval_curves(scores: dict, path: str, names: dict | None = None, reps: int = 2000) -> str:
+    """Evaluation return vs env steps, one panel per task: the IQM over seeds with its 95%
+    bootstrap CI per method; rows without a curve (a random policy, an offline-only score) as
+    dashed lines at their IQM. scores: {task: {method: {seed: `grid.run_scores` dict}}}."""
+    from jaxwm.runtime.stats import iqm
+    names = names or {}
+    fig, axes = plt.subplots(1, len(scores), figsize=(5 * len(scores), 3.6), squeeze=False)
+    for ax, (task, rows) in zip(axes[0], scores.items()):
+        for i, (m, seeds) in enumerate(rows.items()):
+            label = names.get(m, m)
+            if "curve" not in next(iter(seeds.values())):
+                st = iqm({m: [v["final"] for v in seeds.values()]}, reps)[m]
+                ax.axhline(st["iqm"], ls="--", color=f"C{i}", label=label)
+                continue
+            steps = sorted(set.intersection(*(set(v["curve"]) for v in seeds.values())))
+            st = [iqm({m: [v["curve"][k] for v in seeds.values()]}, reps)[m] for k in steps]
+            ax.plot(steps, [x["iqm"] for x in st], marker=MARKERS[i % len(MARKERS)], ms=3,
+                    color=f"C{i}", label=label)
+            ax.fill_between(steps, [x["ci_low"] for x in st], [x["ci_high"] for x in st],
+                            color=f"C{i}", alpha=0.2)
+        ax.set(title=task, xlabel="env steps", ylabel="eval return (IQM, 95% CI)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -56,13 +56,13 @@ def test_scores_report_and_reuse(tmp_path):
         write_run(w, {500: 450.0, 1500: float(f_final)}, random=100.0, offline_only=400.0)
         runs["scratch"][seed] = w = os.path.join(out, "scratch", f"seed_{seed}")
         write_run(w, {500: 100.0, 1500: float(s_final)}, random=100.0, seconds=120.0)
-    s = paper.run_scores(runs["fowm"][0])
+    s = paper.grid.run_scores(runs["fowm"][0])
     # The step-0 (offline-only) evaluation is not part of the online curve:
     # mean over evaluations = (450 + 600) / 2 = 525.
     assert s["final"] == 600.0 and s["mean"] == 525.0 and s["offline_only"] == 400.0
     assert s["curve"] == {500: 450.0, 1500: 600.0} and s["minutes"] == 1.0
-    assert paper.is_finished(paper.run_stats.read_records(runs["fowm"][0]), 1500)
-    assert not paper.is_finished(paper.run_stats.read_records(runs["fowm"][0]), 2000)
+    assert paper.grid.is_finished(runs["fowm"][0], 1500)
+    assert not paper.grid.is_finished(runs["fowm"][0], 2000)
     rows = paper.task_scores(runs)
     assert set(rows) == {"fowm", "scratch", "random", "offline_only"}
     _, results = paper.report("fowm", {"WalkerWalk-v1": rows}, reps=100)
@@ -76,5 +76,6 @@ def test_scores_report_and_reuse(tmp_path):
     assert d["mean"] == pytest.approx(200.0 / 3) and (d["wins"], d["seeds"]) == (2, 3)
     d = r["differences"]["fowm-offline_only"]   # 200, 300, 400
     assert d["mean"] == pytest.approx(300.0) and d["ci_low"] >= 200.0 and d["ci_high"] <= 400.0
-    paper.plot({"WalkerWalk-v1": rows}, os.path.join(out, "curves.png"), reps=50)
+    paper.plots.plot_eval_curves({"WalkerWalk-v1": rows}, os.path.join(out, "curves.png"),
+                                 paper.NAMES, reps=50)
     assert os.path.getsize(os.path.join(out, "curves.png")) > 0

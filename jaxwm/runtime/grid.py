@@ -1,0 +1,89 @@
+"""Grids of training runs for the paper scripts: each run in its own process, finished runs
+reused, killed runs resumed by their binaries, wall-clock time recorded, and the evaluation
+curve of a finished run read back from its metrics.jsonl.
+
+A run is (tag, train function as 'module:name', config dict, workdir); the train function takes
+(config ConfigDict, workdir) like every `train_and_evaluate` of `jaxwm.agents.*.train`.
+"""
+import importlib
+import json
+import multiprocessing
+import os
+import time
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+from jaxwm.runtime.stats import read_records
+
+WALL_FILE = "wall.json"
+
+
+class Run(NamedTuple):
+    tag: str                 # printed name, e.g. '[3/30] CartpoleSwingup-v1 tdmpc seed 2'
+    train_fn: str            # 'jaxwm.agents.tdmpc.train:train_and_evaluate'
+    config: dict             # ConfigDict.to_dict() of the run
+    workdir: str
+
+
+def evaluations(records: Sequence[dict], key: str = "eval/return") -> dict:
+    """{step: value} of the records that hold `key` (the last one per step)."""
+    return {int(r["step"]): r[key] for r in records if key in r}
+
+
+def is_finished(workdir: str, last_step: int, key: str = "eval/return") -> bool:
+    """Whether the run in `workdir` logged `key` at step `last_step` (its final evaluation)."""
+    return last_step in evaluations(read_records(workdir), key)
+
+
+def wall_minutes(workdir: str) -> float | None:
+    """Wall-clock minutes of the run's last (uninterrupted) call, if recorded."""
+    path = os.path.join(workdir, WALL_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)["seconds"] / 60.0
+
+
+def run_scores(workdir: str) -> dict:
+    """The numbers of one finished run: 'final' and 'mean' evaluation return (over the
+    evaluations after step 0), the 'curve' {step: return}, the uniform random policy's
+    'random' and FOWM's 'offline_only' return where logged, and wall 'minutes' if recorded."""
+    records = read_records(workdir)
+    curve = {s: v for s, v in evaluations(records).items() if s > 0}
+    out = {"final": curve[max(curve)], "mean": float(np.mean(list(curve.values()))),
+           "curve": curve}
+    for name, key in (("random", "eval/random_return"),
+                      ("offline_only", "eval/offline_only_return")):
+        values = evaluations(records, key)
+        if values:
+            out[name] = values[max(values)]
+    minutes = wall_minutes(workdir)
+    if minutes is not None:
+        out["minutes"] = minutes
+    return out
+
+
+def _run_one(train_fn: str, config: dict, workdir: str) -> None:
+    import ml_collections
+    from absl import logging as absl_logging
+    absl_logging.set_verbosity(absl_logging.WARNING)   # keep orbax's INFO lines off the console
+    module, name = train_fn.split(":")
+    fn = getattr(importlib.import_module(module), name)
+    start = time.time()
+    fn(ml_collections.ConfigDict(config), workdir)
+    with open(os.path.join(workdir, WALL_FILE), "w") as f:
+        json.dump({"seconds": time.time() - start}, f)
+
+
+def run_all(runs: Sequence[Run], jobs: int = 1) -> None:
+    """Runs every run in `jobs` spawned processes (JAX is not fork-safe), printing each tag
+    with the elapsed time when it is done; a failing run raises."""
+    start = time.time()
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(max(1, jobs), maxtasksperchild=1) as pool:
+        pending = [(r.tag, pool.apply_async(_run_one, (r.train_fn, r.config, r.workdir)))
+                   for r in runs]
+        for tag, result in pending:
+            result.get()
+            print(f"{tag}: done at {time.time() - start:.0f}s", flush=True)
