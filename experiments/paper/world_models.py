@@ -10,7 +10,7 @@ whole run's time, acting and evaluation included), plus each agent's paired per-
 over the random policy. Writes table.md, results.json and curves.png (IQM learning curves).
 
 Tasks (action repeat, agent-step budget; TD-MPC's cartpole and reacher repeats):
-  CartpoleSwingup-v1 (8, 5k), ReacherEasy-v1 (4, 10k) from states; Pong-v5 (4, 50k) from 64x64
+  CartpoleSwingup-v1 (8, 5k), ReacherEasy-v1 (4, 5k) from states; Pong-v5 (4, 50k) from 64x64
   gray frames, for the agents with discrete actions (the Dreamers: PlaNet's CEM and TD-MPC's
   MPPI plan continuous actions).
 
@@ -32,7 +32,7 @@ from jaxwm.runtime import stats as run_stats
 
 TASKS = {
     "CartpoleSwingup-v1": {"action_repeat": 8, "steps": 5_000, "eval_every": 1_000},
-    "ReacherEasy-v1": {"action_repeat": 4, "steps": 10_000, "eval_every": 2_000},
+    "ReacherEasy-v1": {"action_repeat": 4, "steps": 5_000, "eval_every": 1_000},
     "Pong-v5": {"steps": 50_000, "eval_every": 10_000, "discrete": True},
 }
 # agent -> (preset, train function); presets of jaxwm.agents.<family>.config
