@@ -1,4 +1,6 @@
 """Small helpers shared across jaxwm."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 
@@ -40,3 +42,15 @@ def random_action(act_space, num: int, key) -> jax.Array:
     if act_space.discrete:
         return jax.random.randint(key, (num,), 0, act_space.size, jnp.int32)
     return jax.random.uniform(key, (num, act_space.size), minval=-1.0, maxval=1.0)
+
+
+def dataclass_from_config(cls, config, block: str, **overrides):
+    """`cls(**fields)` from an ml_collections block (or dict) plus overrides; an unknown field
+    is a ValueError naming `<block>: ...` and the allowed fields."""
+    values = dict(config.to_dict() if hasattr(config, "to_dict") else config)
+    values.update(overrides)
+    allowed = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(allowed))
+    if unknown:
+        raise ValueError(f"{block}: unknown field(s) {unknown}; allowed: {allowed}")
+    return cls(**values)

@@ -149,10 +149,8 @@ def report(study: str, scores: Mapping, reps: int) -> tuple:
     """Markdown of all tasks and the aggregates saved to results.json."""
     text, results = [], {}
     for task, rows in scores.items():
-        finals = run_stats.iqm({m: [v["final"] for v in s.values()] for m, s in rows.items()},
-                               reps)
-        means = run_stats.iqm({m: [v["mean"] for v in s.values()] for m, s in rows.items()},
-                              reps)
+        finals = run_stats.iqm_of(rows, "final", reps)
+        means = run_stats.iqm_of(rows, "mean", reps)
         lines = [f"## {task}\n", "| method | final eval return | mean over evaluations | "
                  "minutes per run |", "|---|---|---|---|"]
         for m in rows:
@@ -164,9 +162,7 @@ def report(study: str, scores: Mapping, reps: int) -> tuple:
                      "CI], seeds higher / seeds):\n")
         diffs = {}
         for m, ref in PAIRS[study]:
-            d = diffs[f"{m}-{ref}"] = run_stats.paired_difference(
-                {s: v["final"] for s, v in rows[m].items()},
-                {s: v["final"] for s, v in rows[ref].items()}, reps)
+            d = diffs[f"{m}-{ref}"] = run_stats.paired_of(rows[m], rows[ref], "final", reps)
             lines.append(f"- {NAMES[m]} - {NAMES[ref]}: {d['mean']:+.1f} [{d['ci_low']:+.1f}, "
                          f"{d['ci_high']:+.1f}] ({d['wins']}/{d['seeds']})")
         text.append("\n".join(lines))

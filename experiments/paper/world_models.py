@@ -152,10 +152,8 @@ def report(scores: dict, reps: int) -> tuple:
     """Markdown per task and the aggregates for results.json."""
     text, results = [], {}
     for task, rows in scores.items():
-        finals = run_stats.iqm({m: [v["final"] for v in s.values()] for m, s in rows.items()},
-                               reps)
-        means = run_stats.iqm({m: [v["mean"] for v in s.values()] for m, s in rows.items()},
-                              reps)
+        finals = run_stats.iqm_of(rows, "final", reps)
+        means = run_stats.iqm_of(rows, "mean", reps)
         s = TASKS[task]
         lines = [f"## {task} ({s['steps']} agent steps"
                  + (f", action repeat {s['action_repeat']}" if "action_repeat" in s else "")
@@ -166,9 +164,7 @@ def report(scores: dict, reps: int) -> tuple:
         for m, seeds in rows.items():
             versus = "-"
             if m != "random" and "random" in rows:
-                d = diffs[m] = run_stats.paired_difference(
-                    {k: v["final"] for k, v in seeds.items()},
-                    {k: v["final"] for k, v in rows["random"].items()}, reps)
+                d = diffs[m] = run_stats.paired_of(seeds, rows["random"], "final", reps)
                 versus = (f"{d['mean']:+.1f} [{d['ci_low']:+.1f}, {d['ci_high']:+.1f}] "
                           f"({d['wins']}/{d['seeds']})")
             lines.append(f"| {NAMES[m]} (n={finals[m]['runs']}) | {_ci(finals[m])} | "

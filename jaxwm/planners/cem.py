@@ -26,6 +26,8 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from jaxwm.utils import dataclass_from_config
+
 
 @dataclasses.dataclass(frozen=True)
 class CEMConfig:
@@ -62,13 +64,7 @@ class CEMConfig:
     @classmethod
     def from_config(cls, config, **overrides) -> "CEMConfig":
         """From an ml_collections `planner` ConfigDict (field names as above) plus overrides."""
-        values = dict(config.to_dict() if hasattr(config, "to_dict") else config)
-        values.update(overrides)
-        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ValueError(f"planner: unknown field(s) {unknown}; allowed: "
-                             f"{[f.name for f in dataclasses.fields(cls)]}")
-        return cls(**values)
+        return dataclass_from_config(cls, config, "planner", **overrides)
 
 
 class ModelFns(NamedTuple):

@@ -24,6 +24,8 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from jaxwm.utils import dataclass_from_config
+
 AGGREGATIONS = ("min", "mean")
 
 
@@ -79,13 +81,7 @@ class MPPIConfig:
     @classmethod
     def from_config(cls, config, **overrides) -> "MPPIConfig":
         """From an ml_collections `planner` ConfigDict (field names as above) plus overrides."""
-        values = dict(config.to_dict() if hasattr(config, "to_dict") else config)
-        values.update(overrides)
-        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ValueError(f"planner: unknown field(s) {unknown}; allowed: "
-                             f"{[f.name for f in dataclasses.fields(cls)]}")
-        return cls(**values)
+        return dataclass_from_config(cls, config, "planner", **overrides)
 
 
 class ModelFns(NamedTuple):

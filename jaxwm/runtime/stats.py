@@ -97,3 +97,14 @@ def iqm(scores: Mapping, reps: int = 2000, seed: int = 0) -> dict:
     return {m: {"runs": len(arrays[m]), "iqm": float(np.squeeze(point[m])),
                 "ci_low": float(np.squeeze(interval[m][0])),
                 "ci_high": float(np.squeeze(interval[m][1]))} for m in arrays}
+
+
+def iqm_of(rows: Mapping, key: str, reps: int = 2000) -> dict:
+    """`iqm` of one score per run: rows {method: {seed: {key: value, ...}}}."""
+    return iqm({m: [run[key] for run in seeds.values()] for m, seeds in rows.items()}, reps)
+
+
+def paired_of(x: Mapping, y: Mapping, key: str, reps: int = 2000) -> dict:
+    """`paired_difference` of one score per run: x, y {seed: {key: value, ...}}."""
+    return paired_difference({s: run[key] for s, run in x.items()},
+                             {s: run[key] for s, run in y.items()}, reps)
