@@ -261,7 +261,6 @@ class ActorCritic:
         _check_choice("behavior.actor_grad", c.actor_grad, ACTOR_GRADS)
         _check_choice("behavior.return_norm", c.return_norm, RETURN_NORMS)
         _check_choice("behavior.critic_head", c.critic_head, CRITIC_HEADS)
-        _check_choice("behavior.layer_norm", c.layer_norm, (False, True))
         dist = c.actor_dist
         if dist == "auto":
             dist = "onehot" if self.discrete else "trunc_normal"

@@ -88,8 +88,7 @@ def check_config(c: ml_collections.ConfigDict) -> None:
     """Raise a ValueError naming the `model.<field>` whose value is not allowed, and the allowed
     values, before anything is built or written."""
     for field, allowed in (("latent", rssm.LATENTS), ("reward_head", REWARD_HEADS),
-                           ("conv_lowering", conv.LOWERINGS), ("act", tuple(sorted(ACTIVATIONS))),
-                           ("layer_norm", (False, True)), ("symlog_inputs", (False, True))):
+                           ("conv_lowering", conv.LOWERINGS), ("act", tuple(sorted(ACTIVATIONS)))):
         if c[field] not in allowed:
             raise ValueError(f"model.{field}={c[field]!r} is not one of {allowed}")
     if c.unimix and c.latent != "discrete":
