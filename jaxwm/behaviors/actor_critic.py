@@ -10,7 +10,10 @@ Maths of one update (per start state, vmapped over N):
   R_t     = r_t + gamma_t ((1 - lambda) v'(s_{t+1}) + lambda R_{t+1}),  R_H = v'(s_H)  (Eq. 4)
   w_t     = c_0 * prod_{k < t} gamma_k                    weight of the losses at state s_t
             c_0 = the replay's true 1 - is_terminal of the start (DreamerV2), else cont(s_0)
-  critic  = mean_t w_t * 0.5 (v(s_t) - sg(R_t))^2         (Eq. 5), v' = slow target critic
+  critic  = mean_t w_t [ -log p_v(sg(R_t) | s_t) + beta_reg (-log p_v(sg(v_slow(s_t)) | s_t)) ]
+            p_v: unit Gaussian (V2 Eq. 5: 0.5 (v - R)^2) or DreamerV3's two-hot over symlog bins;
+            v' = v_slow (slow target, V2) or sg(v) (V1, V3) bootstraps R; v_slow is a copy/EMA
+            of the critic, and beta_reg = `critic_slowreg` pulls v toward it (DreamerV3 Sec. 3)
   actor   = -mean_t w_t [ rho * log pi(a_t | s_t) sg((R_t - v'(s_t)) / S)        REINFORCE
                         + (1 - rho) * R_t / S                                     dynamics backprop
                         + eta * H[pi(. | s_t)] ]                                  (Eq. 6)
@@ -52,9 +55,12 @@ from jaxwm.types import TrainState, adam
 
 sg = jax.lax.stop_gradient
 
-ACTOR_DISTS = ("auto", "onehot", "trunc_normal", "normal")
+ACTOR_DISTS = ("auto", "onehot", "trunc_normal", "normal", "tanh_normal")
 ACTOR_GRADS = ("auto", "reinforce", "dynamics", "mix")
 RETURN_NORMS = ("none", "percentile")
+CRITIC_HEADS = ("normal", "twohot")
+TANH_MEAN_SCALE = 5.0          # DreamerV1 tanh_normal: mean = 5 tanh(m / 5) before the tanh
+TANH_INIT_STD = 5.0            # and std = softplus(raw + softplus^-1(5)) + min_std
 
 
 # --- configuration ---------------------------------------------------------------------------
@@ -70,9 +76,11 @@ def behavior_config() -> ml_collections.ConfigDict:
     c.actor_units = 400        # actor MLP width
     c.critic_layers = 4        # critic MLP depth
     c.critic_units = 400       # critic MLP width
-    c.act = "elu"              # activation of actor and critic
-    c.actor_dist = "auto"      # 'auto' (onehot / trunc_normal), 'onehot', 'trunc_normal', 'normal'
-    c.actor_min_std = 0.1      # lower bound of the continuous actor's std
+    c.act = "elu"              # activation of actor and critic (V3: 'silu')
+    c.layer_norm = False       # LayerNorm before every hidden activation (V3)
+    c.actor_dist = "auto"      # 'auto' (onehot / trunc_normal), 'onehot', 'trunc_normal',
+    #                            'normal' (V3) or 'tanh_normal' (V1)
+    c.actor_min_std = 0.1      # lower bound of the continuous actor's std (V1: 1e-4)
     c.actor_max_std = 1.0      # upper bound of the std ('normal' only, DreamerV3)
     c.actor_unimix = 0.0       # uniform mix of the discrete actor's probs (V3: 0.01)
     c.actor_grad = "auto"      # 'auto' (reinforce if discrete else dynamics), 'reinforce',
@@ -85,9 +93,12 @@ def behavior_config() -> ml_collections.ConfigDict:
     c.opt_eps = 1e-5           # Adam epsilon
     c.clip = 100.0             # global-norm gradient clip
     c.weight_decay = 1e-6      # decoupled weight decay
-    c.slow_target = True       # bootstrap from a slow copy of the critic
-    c.slow_target_update = 100  # updates between slow-critic refreshes
-    c.slow_target_fraction = 1.0  # mixing fraction of each refresh (1: copy)
+    c.critic_head = "normal"   # 'normal' (V1/V2) or 'twohot' (V3: symlog bins, zero-init out)
+    c.critic_bins = 255        # two-hot bins over [-20, 20] in symlog space
+    c.slow_target = True       # bootstrap the returns from the slow critic (V2; V1/V3: the critic)
+    c.slow_target_update = 100  # updates between slow-critic refreshes (V3: 1)
+    c.slow_target_fraction = 1.0  # mixing fraction of each refresh (1: copy; V3 EMA: 0.02)
+    c.critic_slowreg = 0.0     # weight of the critic's loss toward the slow critic's mean (V3: 1)
     c.return_norm = "none"     # 'none' (V2) or 'percentile' (V3: S = max(1, P95 - P5))
     c.return_norm_decay = 0.99  # EMA decay of the return percentiles
     c.imag_starts = 0          # start states per update drawn from the batch (0: all T * B)
@@ -165,11 +176,25 @@ def actor_loss(logp: jax.Array, entropy: jax.Array, returns: jax.Array, baseline
     return -jnp.mean(sg(weights) * objective)
 
 
-def critic_loss(values: jax.Array, returns: jax.Array, weights: jax.Array) -> jax.Array:
-    """Weighted regression of v(s_t) [H] to sg(R_t) [H] (unit-variance Gaussian NLL, Eq. 5)."""
-    chex.assert_rank([values, returns, weights], 1)
-    chex.assert_equal_shape([values, returns, weights])
-    return jnp.mean(sg(weights) * 0.5 * jnp.square(values - sg(returns)))
+def critic_loss(out: jax.Array, returns: jax.Array, weights: jax.Array,
+                slow_values: jax.Array | None = None, slowreg: float = 0.0,
+                bins: jax.Array | None = None) -> jax.Array:
+    """Weighted NLL of sg(R_t) [H] under the critic, plus `slowreg` times the NLL of the slow
+    critic's prediction sg(v_slow(s_t)) [H] (DreamerV3's critic regularizer).
+
+    out: values v(s_t) [H] (unit-variance Gaussian, V2 Eq. 5: 0.5 (v - R)^2) or, with `bins`
+    [K], two-hot logits [H, K] (cross-entropy to two_hot(symlog(target)), DreamerV3 Sec. 3).
+    """
+    chex.assert_rank([returns, weights], 1)
+    chex.assert_equal_shape([returns, weights])
+    if bins is None:
+        nll = lambda target: 0.5 * jnp.square(out - sg(target))  # noqa: E731
+    else:
+        nll = lambda target: dists.two_hot_loss(out, sg(target), bins)  # noqa: E731
+    loss = nll(returns)
+    if slowreg:
+        loss = loss + slowreg * nll(slow_values)
+    return jnp.mean(sg(weights) * loss)
 
 
 # --- action distributions --------------------------------------------------------------------
@@ -207,6 +232,15 @@ def _normal_log_prob(x, mean, std):
     return -0.5 * ((x - mean) / std) ** 2 - 0.5 * jnp.log(2 * jnp.pi) - jnp.log(std)
 
 
+def _normal_entropy(std):
+    return 0.5 * jnp.log(2 * jnp.pi * jnp.e) + jnp.log(std)
+
+
+def _log_one_minus_tanh_sq(u):
+    """log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)), stable for large |u|."""
+    return 2.0 * (jnp.log(2.0) - u - jax.nn.softplus(-2.0 * u))
+
+
 # --- the actor-critic ------------------------------------------------------------------------
 
 class ActorCritic:
@@ -226,6 +260,7 @@ class ActorCritic:
         _check_choice("behavior.actor_dist", c.actor_dist, ACTOR_DISTS)
         _check_choice("behavior.actor_grad", c.actor_grad, ACTOR_GRADS)
         _check_choice("behavior.return_norm", c.return_norm, RETURN_NORMS)
+        _check_choice("behavior.critic_head", c.critic_head, CRITIC_HEADS)
         dist = c.actor_dist
         if dist == "auto":
             dist = "onehot" if self.discrete else "trunc_normal"
@@ -247,9 +282,27 @@ class ActorCritic:
             raise ValueError(f"behavior.return_lambda={c.return_lambda!r} must be in [0, 1]")
         if c.slow_target_update < 1:
             raise ValueError(f"behavior.slow_target_update={c.slow_target_update!r} must be >= 1")
+        if not 0.0 < c.slow_target_fraction <= 1.0:
+            raise ValueError(f"behavior.slow_target_fraction={c.slow_target_fraction!r} must be "
+                             f"in (0, 1]")
+        if c.critic_slowreg < 0.0:
+            raise ValueError(f"behavior.critic_slowreg={c.critic_slowreg!r} must be >= 0")
+        if c.critic_slowreg and c.slow_target_update == 1 and c.slow_target_fraction == 1.0:
+            raise ValueError(
+                f"behavior.critic_slowreg={c.critic_slowreg!r} needs a slow critic that lags the "
+                f"critic, but behavior.slow_target_update=1 with slow_target_fraction=1.0 copies "
+                f"it every update; use an EMA (DreamerV3: fraction 0.02) or a longer period")
+        if c.critic_head == "twohot" and c.critic_bins < 2:
+            raise ValueError(f"behavior.critic_bins={c.critic_bins!r} must be >= 2 for "
+                             f"critic_head='twohot'")
+        self.bins = dists.symlog_bins(c.critic_bins) if c.critic_head == "twohot" else None
         out = self.action_size * (1 if dist == "onehot" else 2)
-        self.actor_net = MLP((c.actor_units,) * c.actor_layers, out=out, act=c.act)
-        self.critic_net = MLP((c.critic_units,) * c.critic_layers, out=1, act=c.act)
+        dense = dict(act=c.act, layer_norm=c.layer_norm)
+        self.actor_net = MLP((c.actor_units,) * c.actor_layers, out=out, **dense)
+        # DreamerV3 zero-initializes the two-hot critic's output layer (prediction 0 at start)
+        self.critic_net = MLP((c.critic_units,) * c.critic_layers,
+                              out=1 if self.bins is None else c.critic_bins,
+                              out_init_scale=1.0 if self.bins is None else 0.0, **dense)
         self.actor_opt = adam(c.actor_lr, c.opt_eps, c.clip, c.weight_decay)
         self.critic_opt = adam(c.critic_lr, c.opt_eps, c.clip, c.weight_decay)
 
@@ -266,9 +319,15 @@ class ActorCritic:
                        step=jnp.zeros((), jnp.int32))
 
     # --- networks --------------------------------------------------------------------------
+    def critic_out(self, critic_params, feat) -> jax.Array:
+        """Critic output: v(s) [...] ('normal') or two-hot logits [..., K] ('twohot')."""
+        out = self.critic_net.apply(critic_params, feat)
+        return out[..., 0] if self.bins is None else out
+
     def value(self, critic_params, feat) -> jax.Array:
-        """v(s): feat [..., F] -> [...]."""
-        return self.critic_net.apply(critic_params, feat)[..., 0]
+        """v(s): feat [..., F] -> [...] (the two-hot head's symexp'd mean)."""
+        out = self.critic_out(critic_params, feat)
+        return out if self.bins is None else dists.two_hot_mean(out, self.bins)
 
     def _dist_params(self, actor_params, feat):
         """Logits [..., A] (onehot) or (mean, std) [..., A] of pi(. | s) for feat [..., F]."""
@@ -277,6 +336,10 @@ class ActorCritic:
         if self.dist == "onehot":
             return dists.unimix_logits(out, c.actor_unimix)
         mean, raw_std = jnp.split(out, 2, -1)
+        if self.dist == "tanh_normal":  # DreamerV1: N(mean, std) of the pre-tanh action
+            mean = TANH_MEAN_SCALE * jnp.tanh(mean / TANH_MEAN_SCALE)
+            raw_init = jnp.log(jnp.expm1(TANH_INIT_STD))
+            return mean, jax.nn.softplus(raw_std + raw_init) + c.actor_min_std
         mean = jnp.tanh(mean)
         if self.dist == "trunc_normal":  # DreamerV2
             std = 2.0 * jax.nn.sigmoid(raw_std / 2.0) + c.actor_min_std
@@ -295,10 +358,16 @@ class ActorCritic:
         if self.dist == "trunc_normal":
             return _trunc_normal_sample(key, mean, std)
         x = mean + std * jax.random.normal(key, mean.shape)
+        if self.dist == "tanh_normal":
+            return jnp.tanh(x)
         return x + sg(jnp.clip(x, -1.0, 1.0) - x)
 
     def log_prob_entropy(self, actor_params, feat, action_features):
-        """(log pi(a | s) [...], H[pi(. | s)] [...]) for feat [..., F], action features [..., A]."""
+        """(log pi(a | s) [...], H[pi(. | s)] [...]) for feat [..., F], action features [..., A].
+
+        'tanh_normal' has no closed-form entropy: H[N] + log|d tanh(u)/du| at the given action,
+        a one-sample estimate (DreamerV1 uses no entropy bonus, so it is only logged).
+        """
         params = self._dist_params(actor_params, feat)
         if self.dist == "onehot":
             logp = jax.nn.log_softmax(params, -1)
@@ -307,8 +376,13 @@ class ActorCritic:
         if self.dist == "trunc_normal":
             return (_trunc_normal_log_prob(action_features, mean, std).sum(-1),
                     _trunc_normal_entropy(mean, std).sum(-1))
+        if self.dist == "tanh_normal":
+            u = jnp.arctanh(jnp.clip(action_features, -1.0 + 1e-6, 1.0 - 1e-6))
+            log_det = _log_one_minus_tanh_sq(u)
+            return ((_normal_log_prob(u, mean, std) - log_det).sum(-1),
+                    (_normal_entropy(std) + log_det).sum(-1))
         return (_normal_log_prob(action_features, mean, std).sum(-1),
-                (0.5 * jnp.log(2 * jnp.pi * jnp.e) + jnp.log(std)).sum(-1))
+                _normal_entropy(std).sum(-1))
 
     def act(self, actor_params, feat, key, sample: bool = True) -> jax.Array:
         """Environment actions for feat [N, F]: int32 [N] (discrete) or float32 [N, A] in [-1, 1].
@@ -321,6 +395,8 @@ class ActorCritic:
         params = self._dist_params(actor_params, feat)
         if self.dist == "onehot":
             return params.argmax(-1).astype(jnp.int32)
+        if self.dist == "tanh_normal":
+            return jnp.tanh(params[0])
         return jnp.clip(params[0], -1.0, 1.0)
 
     def act_in_blocks(self, actor_params, feat, key, sample: bool = True) -> jax.Array:
@@ -386,8 +462,12 @@ class ActorCritic:
         a_loss = jax.vmap(actor_loss, in_axes=(1, 1, 1, 1, 1, None, None, None))(
             logp, entropy, returns, sg(target_values[:-1]), weights[:-1], self.rho,
             c.actor_ent, scale).mean()
-        values = self.value(critic_params, sg(feat[:-1]))                    # [H, N]
-        c_loss = jax.vmap(critic_loss, in_axes=1)(values, returns, weights[:-1]).mean()
+        out = self.critic_out(critic_params, sg(feat[:-1]))                  # [H, N(, K)]
+        values = out if self.bins is None else dists.two_hot_mean(out, self.bins)
+        slow_values = self.value(ac_state.slow_critic, sg(feat[:-1])) if c.critic_slowreg \
+            else None
+        c_loss = jax.vmap(critic_loss, in_axes=(1, 1, 1, 1, None, None))(
+            out, returns, weights[:-1], slow_values, c.critic_slowreg, self.bins).mean()
         metrics = dict(actor_loss=a_loss, critic_loss=c_loss, actor_entropy=entropy.mean(),
                        imag_reward=reward.mean(), imag_return=returns.mean(),
                        imag_value=values.mean(), imag_weight=weights.mean(),

@@ -1,10 +1,10 @@
 """The Dreamer world model: encoders, RSSM, decoders, reward and discount heads, and its loss.
 
 Variants by config (`jaxwm/agents/dreamer/config.py`): DreamerV2 (discrete 32x32 latents, KL
-balancing alpha = 0.8; Hafner et al. 2021, Sec. 2), DreamerV1 / PlaNet (Gaussian latents,
-Hafner et al. 2019/2020), DreamerV3 (unimix 0.01, two-hot symlog reward, dyn 0.5 / rep 0.1 KL with
-1 free nat per sample: set kl_scale 0.6, kl_balance 5/6, kl_free 1, kl_free_avg False; Hafner et
-al. 2023). Batches are time-major dicts: obs keys [T, B, ...] ('image' uint8 [.., 64, 64, C],
+balancing alpha = 0.8; Hafner et al. 2021, Sec. 2), DreamerV1 / PlaNet (Gaussian latents, plain
+KL with free nats; Hafner et al. 2019/2020), DreamerV3 (unimix 0.01, two-hot symlog reward, dyn
+0.5 / rep 0.1 KL with 1 free nat per sample: kl_scale 0.6, kl_balance 5/6, kl_free 1, kl_free_avg
+False; symlog vector inputs and targets, LayerNorm + SiLU; Hafner et al. 2023, Sec. 3). Batches are time-major dicts: obs keys [T, B, ...] ('image' uint8 [.., 64, 64, C],
 'vector' float [.., D]), 'action' [T, B] int or [T, B, A] float (taken after observing o_t),
 'reward' [T, B] (received on arriving at o_t), 'is_first', 'is_terminal' [T, B] bool.
 """
@@ -36,7 +36,11 @@ def model_config() -> ml_collections.ConfigDict:
     c.hidden = 600             # width of the RSSM's dense layers
     c.unimix = 0.0             # uniform mix of categorical probs (V3: 0.01)
     c.min_std = 0.1            # minimum std of Gaussian latents
-    c.act = "elu"              # activation of all MLPs/CNNs
+    c.act = "elu"              # activation of all MLPs/CNNs (V3: 'silu')
+    c.layer_norm = False       # LayerNorm before every hidden activation of the MLPs, CNNs and
+    #                            RSSM dense layers (V3; the GRU is always layer-normed)
+    c.symlog_inputs = False    # V3: vector observations enter the encoder as symlog(x) and the
+    #                            vector decoder regresses symlog(x) (images unchanged)
     c.cnn_depth = 48           # CNN channel multiplier
     c.conv_lowering = "auto"   # CNN convs as 'phase' (stride-1 form, fast on CPU), 'native'
     #                            or 'auto' (phase on CPU, native on GPU/TPU): same function
@@ -87,6 +91,11 @@ def check_config(c: ml_collections.ConfigDict) -> None:
                            ("conv_lowering", conv.LOWERINGS), ("act", tuple(sorted(ACTIVATIONS)))):
         if c[field] not in allowed:
             raise ValueError(f"model.{field}={c[field]!r} is not one of {allowed}")
+    if c.unimix and c.latent != "discrete":
+        raise ValueError(f"model.unimix={c.unimix!r} mixes categorical probabilities: it needs "
+                         f"model.latent='discrete' (got {c.latent!r}); use unimix=0.0")
+    if not 0.0 <= c.unimix < 1.0:
+        raise ValueError(f"model.unimix={c.unimix!r} must be in [0, 1)")
     if isinstance(c.overshooting, bool) or not isinstance(c.overshooting, int) or (
             c.overshooting < 1):
         raise ValueError(f"model.overshooting={c.overshooting!r} must be an int >= 1 (1: off)")
@@ -110,19 +119,24 @@ class WorldModelNet(nn.Module):
         c = self.config
         shapes = dict(self.obs_shapes)
         mlp = (c.mlp_units,) * c.mlp_layers
-        cnn = (c.cnn_depth, c.act, c.conv_lowering)
-        self.encoders = {k: (ConvEncoder(*cnn) if len(s) == 3 else MLP(mlp, act=c.act))
+        cnn = (c.cnn_depth, c.act, c.conv_lowering, c.layer_norm)
+        dense = dict(act=c.act, layer_norm=c.layer_norm)
+        self.encoders = {k: (ConvEncoder(*cnn) if len(s) == 3 else MLP(mlp, **dense))
                          for k, s in shapes.items()}
         self.decoders = {k: (ConvDecoder(s[-1], *cnn) if len(s) == 3
-                             else MLP(mlp, out=s[0], act=c.act)) for k, s in shapes.items()}
+                             else MLP(mlp, out=s[0], **dense)) for k, s in shapes.items()}
         self.cell = make_cell(c)
         reward_out = c.reward_bins if c.reward_head == "twohot" else 1
-        self.reward = MLP(mlp, out=reward_out, act=c.act, out_init_scale=0.0
-                          if c.reward_head == "twohot" else 1.0)
-        self.discount = MLP(mlp, out=1, act=c.act)
+        self.reward = MLP(mlp, out=reward_out, out_init_scale=0.0
+                          if c.reward_head == "twohot" else 1.0, **dense)
+        self.discount = MLP(mlp, out=1, **dense)
 
     def encode(self, obs: dict):
-        return jnp.concatenate([self.encoders[k](obs[k]) for k in sorted(self.encoders)], -1)
+        """Embeddings [..., E] of obs keys [..., *shape]; symlog(x) of vectors if symlog_inputs."""
+        shapes = dict(self.obs_shapes)
+        inputs = {k: dists.symlog(obs[k]) if self.config.symlog_inputs and len(shapes[k]) == 1
+                  else obs[k] for k in shapes}
+        return jnp.concatenate([self.encoders[k](inputs[k]) for k in sorted(self.encoders)], -1)
 
     def decode(self, feat):
         return {k: dec(feat) for k, dec in self.decoders.items()}
@@ -145,7 +159,8 @@ class WorldModelNet(nn.Module):
 
 def make_cell(c) -> rssm.RSSMCell:
     return rssm.RSSMCell(deter=c.deter, stoch=c.stoch, classes=c.classes, hidden=c.hidden,
-                         latent=c.latent, unimix=c.unimix, min_std=c.min_std, act=c.act)
+                         latent=c.latent, unimix=c.unimix, min_std=c.min_std, act=c.act,
+                         layer_norm=c.layer_norm)
 
 
 class WorldModel:
@@ -200,7 +215,14 @@ class WorldModel:
         return self.net.apply(params, obs, method=WorldModelNet.encode)
 
     def decode(self, params, feat):
-        return self.net.apply(params, feat, method=WorldModelNet.decode)
+        """Predicted observations {key: [..., *shape]} (vectors symexp'd back if symlog_inputs)."""
+        preds = self.net.apply(params, feat, method=WorldModelNet.decode)
+        if self.config.symlog_inputs:
+            preds = {k: dists.symexp(v) if self._is_vector(k) else v for k, v in preds.items()}
+        return preds
+
+    def _is_vector(self, key: str) -> bool:
+        return len(dict(self.obs_shapes)[key]) == 1
 
     def reward(self, params, feat):
         """Predicted reward (mean): feat [..., F] -> [...]."""
@@ -255,16 +277,19 @@ class WorldModel:
         """World-model loss on a batch [T, B]: recon + reward + discount NLLs + balanced KL.
 
         Image and vector NLLs are unit-variance Gaussians up to a constant (0.5 * squared error
-        summed over the observation). Returns (loss, (metrics, posts [T, B])).
+        summed over the observation); with symlog_inputs the vector target is symlog(x)
+        (DreamerV3 Eq. 9). Returns (loss, (metrics, posts [T, B])).
         """
         c = self.config
         posts, priors = self.observe(params, batch, key)
         feat = rssm.features(posts)
         losses = {}
-        for k, pred in self.decode(params, feat).items():
+        for k, pred in self.net.apply(params, feat, method=WorldModelNet.decode).items():
             target = batch[k].astype(jnp.float32)
-            if len(dict(self.obs_shapes)[k]) == 3:
+            if not self._is_vector(k):
                 target = target / 255.0 - 0.5
+            elif c.symlog_inputs:
+                target = dists.symlog(target)
             axes = tuple(range(2, pred.ndim))
             losses[k] = (0.5 * jnp.square(pred - target).sum(axes)).mean()
         reward_feat = feat if c.reward_grad else jax.lax.stop_gradient(feat)

@@ -32,6 +32,7 @@ class RSSMCell(nn.Module):
     unimix: float = 0.0      # DreamerV3: 0.01
     min_std: float = 0.1     # PlaNet / DreamerV1
     act: str = "elu"
+    layer_norm: bool = False  # DreamerV3: LayerNorm before the activation of hidden layers
 
     def setup(self):
         if self.latent not in LATENTS:
@@ -43,6 +44,13 @@ class RSSMCell(nn.Module):
         self.prior_stats = nn.Dense(stats)
         self.obs_out = nn.Dense(self.hidden)
         self.post_stats = nn.Dense(stats)
+        if self.layer_norm:
+            self.norms = {k: nn.LayerNorm() for k in ("img_in", "img_out", "obs_out")}
+
+    def _hidden(self, name, x):
+        """act(LayerNorm(Dense(x))) of the hidden layer `name` (no norm unless layer_norm)."""
+        x = getattr(self, name)(x)
+        return get_activation(self.act)(self.norms[name](x) if self.layer_norm else x)
 
     def _dist(self, x, key):
         if self.latent == "discrete":
@@ -54,15 +62,13 @@ class RSSMCell(nn.Module):
         return {"stoch": mean + std * jax.random.normal(key, mean.shape), "mean": mean, "std": std}
 
     def img_step(self, state, action, key):
-        act = get_activation(self.act)
         stoch = state["stoch"].reshape(state["stoch"].shape[:len(state["deter"].shape) - 1] + (-1,))
-        x = act(self.img_in(jnp.concatenate([stoch, action], -1)))
+        x = self._hidden("img_in", jnp.concatenate([stoch, action], -1))
         deter = self.gru(state["deter"], x)
-        return {"deter": deter, **self._dist(self.prior_stats(act(self.img_out(deter))), key)}
+        return {"deter": deter, **self._dist(self.prior_stats(self._hidden("img_out", deter)), key)}
 
     def obs_step(self, prior, embed, key):
-        act = get_activation(self.act)
-        x = act(self.obs_out(jnp.concatenate([prior["deter"], embed], -1)))
+        x = self._hidden("obs_out", jnp.concatenate([prior["deter"], embed], -1))
         return {"deter": prior["deter"], **self._dist(self.post_stats(x), key)}
 
     def __call__(self, state, action, embed, key):

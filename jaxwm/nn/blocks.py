@@ -70,11 +70,13 @@ class ConvEncoder(nn.Module):
     """DreamerV2's image encoder: 4 convs (kernel 4, stride 2, VALID) of widths depth * (1, 2, 4,
     8). image: uint8 or float [..., 64, 64, C], pixels scaled to [-0.5, 0.5] -> [..., 2 * 2 * 8 *
     depth]. `lowering`: how the convs are computed ('auto': the stride-1 'phase' form on CPU,
-    native convs on GPU/TPU; same function and parameters, see `jaxwm.nn.conv`).
+    native convs on GPU/TPU; same function and parameters, see `jaxwm.nn.conv`). layer_norm:
+    LayerNorm over channels before each activation (DreamerV3).
     """
     depth: int = 48
     act: str = "elu"
     lowering: str = "auto"
+    layer_norm: bool = False
 
     @nn.compact
     def __call__(self, image):
@@ -82,19 +84,21 @@ class ConvEncoder(nn.Module):
         lead = image.shape[:-3]
         x = image.reshape((-1,) + image.shape[-3:]).astype(jnp.float32) / 255.0 - 0.5
         for i, mult in enumerate((1, 2, 4, 8)):
-            x = act(Conv2(self.depth * mult, 4, self.lowering, name=f"Conv_{i}")(x))
+            x = Conv2(self.depth * mult, 4, self.lowering, name=f"Conv_{i}")(x)
+            x = act(nn.LayerNorm()(x) if self.layer_norm else x)
         return x.reshape(lead + (-1,))
 
 
 class ConvDecoder(nn.Module):
     """DreamerV2's image decoder: features [..., F] -> dense to 32 * depth at 1x1, then
     transposed convs (kernels 5, 5, 6, 6, stride 2) -> mean [..., 64, 64, channels] in the
-    [-0.5, 0.5] pixel scale; `lowering` as in `ConvEncoder`.
+    [-0.5, 0.5] pixel scale; `lowering` and `layer_norm` (hidden layers) as in `ConvEncoder`.
     """
     channels: int = 3
     depth: int = 48
     act: str = "elu"
     lowering: str = "auto"
+    layer_norm: bool = False
 
     @nn.compact
     def __call__(self, features):
@@ -105,7 +109,8 @@ class ConvDecoder(nn.Module):
         widths = (self.depth * 4, self.depth * 2, self.depth, self.channels)
         for i, (width, kernel) in enumerate(zip(widths, (5, 5, 6, 6))):
             x = Conv2(width, kernel, self.lowering, transpose=True, name=f"ConvTranspose_{i}")(x)
-            x = act(x) if i < 3 else x
+            if i < 3:
+                x = act(nn.LayerNorm()(x) if self.layer_norm else x)
         return x.reshape(lead + x.shape[1:])
 
 
