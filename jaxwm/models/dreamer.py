@@ -4,8 +4,9 @@ Variants by config (`jaxwm/agents/dreamer/config.py`): DreamerV2 (discrete 32x32
 balancing alpha = 0.8; Hafner et al. 2021, Sec. 2), DreamerV1 / PlaNet (Gaussian latents, plain
 KL with free nats; Hafner et al. 2019/2020), DreamerV3 (unimix 0.01, two-hot symlog reward, dyn
 0.5 / rep 0.1 KL with 1 free nat per sample: kl_scale 0.6, kl_balance 5/6, kl_free 1, kl_free_avg
-False; symlog vector inputs and targets, LayerNorm + SiLU; Hafner et al. 2023, Sec. 3). Batches are time-major dicts: obs keys [T, B, ...] ('image' uint8 [.., 64, 64, C],
-'vector' float [.., D]), 'action' [T, B] int or [T, B, A] float (taken after observing o_t),
+False; symlog vector inputs and targets, LayerNorm + SiLU; Hafner et al. 2023, Sec. 3).
+Batches are time-major dicts: obs keys [T, B, ...] ('image' uint8 [.., 64, 64, C], 'vector'
+float [.., D]), 'action' [T, B] int or [T, B, A] float (taken after observing o_t),
 'reward' [T, B] (received on arriving at o_t), 'is_first', 'is_terminal' [T, B] bool.
 """
 from typing import Any
