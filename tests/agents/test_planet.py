@@ -76,3 +76,17 @@ def test_cpu_preset_beats_random_on_cartpole_swingup(tmp_path):
     config.run.policy = "random"
     random = train_and_evaluate(config, str(tmp_path / "random"))
     assert learned["eval/return"] > random["eval/return"] + 100
+
+
+def test_paper_preset_holds_planets_published_settings():
+    c = get_config("paper")
+    p, m, r = c.planner, c.model, c.run
+    assert (p.horizon, p.num_candidates, p.num_elites, p.iterations, p.explore_noise) == (
+        12, 1000, 100, 10, 0.3)
+    assert (m.latent, m.deter, m.stoch, m.min_std, m.overshooting) == ("gaussian", 200, 30, 0.1,
+                                                                       50)
+    assert (m.kl_balancing, m.kl_scale, m.kl_free) == (False, 1.0, 3.0)
+    assert (m.lr, m.eps, m.clip) == (1e-3, 1e-4, 1000.0)
+    # 5 seed episodes of 500 agent steps, then C = 100 gradient steps per 500-step episode
+    assert (r.batch_size, r.seq_len, r.prefill, r.train_every) == (50, 50, 2500, 5)
+    assert c.env.overrides.action_repeat == 2
