@@ -158,13 +158,15 @@ def report(study: str, scores: Mapping, reps: int) -> tuple:
             lines.append(f"| {NAMES[m]} (n={finals[m]['runs']}) | {_ci(finals[m])} | "
                          f"{_ci(means[m])} | "
                          f"{f'{np.mean(minutes):.1f}' if minutes else '-'} |")
-        lines.append("\nPaired per-seed differences of the final return (mean [95% bootstrap "
-                     "CI], seeds higher / seeds):\n")
+        lines.append("\nPaired per-seed differences, final return | mean over evaluations "
+                     "(mean [95% bootstrap CI] (seeds higher / seeds)):\n")
         diffs = {}
         for m, ref in PAIRS[study]:
-            d = diffs[f"{m}-{ref}"] = run_stats.paired_of(rows[m], rows[ref], "final", reps)
-            lines.append(f"- {NAMES[m]} - {NAMES[ref]}: {d['mean']:+.1f} [{d['ci_low']:+.1f}, "
-                         f"{d['ci_high']:+.1f}] ({d['wins']}/{d['seeds']})")
+            both = diffs[f"{m}-{ref}"] = {k: run_stats.paired_of(rows[m], rows[ref], k, reps)
+                                          for k in ("final", "mean")}
+            lines.append(f"- {NAMES[m]} - {NAMES[ref]}: " + " | ".join(
+                f"{d['mean']:+.1f} [{d['ci_low']:+.1f}, {d['ci_high']:+.1f}] "
+                f"({d['wins']}/{d['seeds']})" for d in both.values()))
         text.append("\n".join(lines))
         results[task] = {"final": finals, "mean": means, "differences": diffs}
     return "\n\n".join(text) + "\n", results

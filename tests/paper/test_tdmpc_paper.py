@@ -72,9 +72,12 @@ def test_scores_report_and_reuse(tmp_path):
     assert r["final"]["fowm"]["iqm"] == pytest.approx(700.0)
     assert r["final"]["scratch"]["iqm"] == pytest.approx(1900.0 / 3)
     # Paired per seed: fowm - scratch = 100, 200, -100 -> mean 66.7, wins 2 of 3.
-    d = r["differences"]["fowm-scratch"]
+    d = r["differences"]["fowm-scratch"]["final"]
     assert d["mean"] == pytest.approx(200.0 / 3) and (d["wins"], d["seeds"]) == (2, 3)
-    d = r["differences"]["fowm-offline_only"]   # 200, 300, 400
+    # Mean over evaluations: fowm (450 + final) / 2 = 525, 575, 625; scratch (100 + final) / 2
+    # = 300, 300, 500; differences 225, 275, 125 -> mean 625 / 3.
+    assert r["differences"]["fowm-scratch"]["mean"]["mean"] == pytest.approx(625.0 / 3)
+    d = r["differences"]["fowm-offline_only"]["final"]   # 200, 300, 400
     assert d["mean"] == pytest.approx(300.0) and d["ci_low"] >= 200.0 and d["ci_high"] <= 400.0
     paper.plots.plot_eval_curves({"WalkerWalk-v1": rows}, os.path.join(out, "curves.png"),
                                  paper.NAMES, reps=50)
