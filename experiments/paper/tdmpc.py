@@ -45,7 +45,7 @@ TASKS = {
     "CartpoleSwingup-v1": {"action_repeat": 8, "data_stages": (1000, 2000), "data_stage": 1000,
                            "online_steps": 1500, "eval_every": 500},
     "WalkerWalk-v1": {"action_repeat": 2, "data_stages": (10000,), "data_stage": 10000,
-                      "online_steps": 5000, "eval_every": 1000},
+                      "online_steps": 2500, "eval_every": 1250},
 }
 NAMES = {"tdmpc": "TD-MPC (uniform replay)", "tdmpc_per": "TD-MPC (prioritized replay)",
          "tdmpc2": "TD-MPC2", "fowm": "FOWM offline -> online", "scratch": "TD-MPC from scratch",

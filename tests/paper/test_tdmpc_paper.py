@@ -41,7 +41,7 @@ def test_configs_of_the_grid_cells(tmp_path):
     fowm = paper.build_config("fowm", "WalkerWalk-v1", "fowm", 1, str(tmp_path))
     scratch = paper.build_config("fowm", "WalkerWalk-v1", "scratch", 1, str(tmp_path))
     # Same online budget for finetuning and scratch; walker at TD-MPC's action repeat 2.
-    assert fowm.run.env_steps == scratch.run.env_steps == 5000
+    assert fowm.run.env_steps == scratch.run.env_steps == 2500
     assert fowm.env.overrides.action_repeat == scratch.env.overrides.action_repeat == 2
     assert fowm.dataset.path == paper.dataset_path(str(tmp_path), "WalkerWalk-v1")
     assert scratch.model.value_learning != "iql" and scratch.run.seed_steps > 0
