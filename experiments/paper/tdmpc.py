@@ -66,6 +66,8 @@ def define_flags() -> None:
     flags.DEFINE_string("out_dir", "", "Output directory; default runs/paper/tdmpc_<study>.")
     flags.DEFINE_integer("jobs", 1, "Runs in parallel processes.")
     flags.DEFINE_integer("reps", 2000, "Bootstrap resamples per confidence interval.")
+    flags.DEFINE_bool("report_only", False, "Run nothing: aggregate the finished runs only "
+                      "(each row states its number of seeds).")
 
 
 def dataset_path(out_dir: str, task: str) -> str:
@@ -122,6 +124,10 @@ def run_grid(study: str, tasks, out_dir: str) -> dict:
         tag = f"[{i + 1}/{len(cells)}] {task} {method} seed {seed}"
         if grid.is_finished(workdir, config.run.env_steps):
             print(f"{tag}: finished run reused", flush=True)
+            continue
+        if FLAGS.report_only:
+            print(f"{tag}: not finished, left out", flush=True)
+            del runs[task][method][seed]
             continue
         todo.append(grid.Run(tag, TRAIN_FNS["fowm" if method == "fowm" else "tdmpc"],
                              config.to_dict(), workdir))
@@ -189,14 +195,14 @@ def main(argv):
         raise app.UsageError(f"--seeds={FLAGS.seeds} must be >= 1")
     out_dir = FLAGS.out_dir or os.path.join("runs", "paper", f"tdmpc_{study}")
     os.makedirs(out_dir, exist_ok=True)
-    if study == "fowm":
+    if study == "fowm" and not FLAGS.report_only:
         for task in tasks:
             make_dataset(out_dir, task)
     runs = run_grid(study, tasks, out_dir)
     scores = {task: task_scores(runs[task]) for task in tasks}
     body, results = report(study, scores, FLAGS.reps)
     bootstrap = "rliable" if run_stats.rliable_library() else "numpy bootstrap"
-    text = (f"# TD-MPC family, study '{study}' (cpu presets): IQM over {FLAGS.seeds} seeds "
+    text = (f"# TD-MPC family, study '{study}' (cpu presets): IQM over up to {FLAGS.seeds} seeds "
             f"[95% CI, {FLAGS.reps} resamples, {bootstrap}]\n\n{body}")
     print("\n" + text)
     with open(os.path.join(out_dir, "table.md"), "w") as f:
