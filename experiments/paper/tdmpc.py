@@ -30,7 +30,6 @@ import numpy as np
 from jaxwm.agents.fowm import config as fowm_config
 from jaxwm.agents.tdmpc import config as tdmpc_config
 from jaxwm.runtime import grid
-from jaxwm.runtime import plots
 from jaxwm.runtime import stats as run_stats
 
 STUDIES = {
@@ -201,18 +200,10 @@ def main(argv):
     runs = run_grid(study, tasks, out_dir)
     scores = {task: task_scores(runs[task]) for task in tasks}
     body, results = report(study, scores, FLAGS.reps)
-    bootstrap = "rliable" if run_stats.rliable_library() else "numpy bootstrap"
-    text = (f"# TD-MPC family, study '{study}' (cpu presets): IQM over up to {FLAGS.seeds} seeds "
-            f"[95% CI, {FLAGS.reps} resamples, {bootstrap}]\n\n{body}")
-    print("\n" + text)
-    with open(os.path.join(out_dir, "table.md"), "w") as f:
-        f.write(text)
-    with open(os.path.join(out_dir, "results.json"), "w") as f:
-        json.dump({"study": study, "tasks": tasks, "seeds": FLAGS.seeds, "runs": runs,
-                   "aggregates": results}, f, indent=1)
-    plots.plot_eval_curves(scores, os.path.join(out_dir, "curves.png"), NAMES, FLAGS.reps)
-    print(f"saved {out_dir}/table.md, results.json, curves.png")
-
+    grid.save_report(out_dir, f"TD-MPC family, study '{study}' (cpu presets): IQM over up to "
+                     f"{FLAGS.seeds} seeds", body,
+                     {"study": study, "tasks": tasks, "seeds": FLAGS.seeds, "runs": runs,
+                      "aggregates": results}, scores, NAMES, FLAGS.reps)
 
 if __name__ == "__main__":
     define_flags()

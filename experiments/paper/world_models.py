@@ -16,7 +16,6 @@ Tasks (action repeat, agent-step budget; TD-MPC's cartpole and reacher repeats):
 
   .venv/bin/python experiments/paper/world_models.py --tasks=CartpoleSwingup-v1 --seeds=3 --jobs=2
 """
-import json
 import os
 
 from absl import app
@@ -27,7 +26,6 @@ from jaxwm.agents.dreamer import config as dreamer_config
 from jaxwm.agents.planet import config as planet_config
 from jaxwm.agents.tdmpc import config as tdmpc_config
 from jaxwm.runtime import grid
-from jaxwm.runtime import plots
 from jaxwm.runtime import stats as run_stats
 
 TASKS = {
@@ -196,18 +194,10 @@ def main(argv):
     runs = run_grid(FLAGS.tasks, FLAGS.agents, FLAGS.out_dir)
     scores = {task: task_rows(task, task_runs) for task, task_runs in runs.items()}
     body, results = report(scores, FLAGS.reps)
-    bootstrap = "rliable" if run_stats.rliable_library() else "numpy bootstrap"
-    text = (f"# World-model agents at the cpu budget: IQM over up to {FLAGS.seeds} seeds [95% CI, "
-            f"{FLAGS.reps} resamples, {bootstrap}]\n\n{body}")
-    print("\n" + text)
-    with open(os.path.join(FLAGS.out_dir, "table.md"), "w") as f:
-        f.write(text)
-    with open(os.path.join(FLAGS.out_dir, "results.json"), "w") as f:
-        json.dump({"tasks": FLAGS.tasks, "agents": FLAGS.agents, "seeds": FLAGS.seeds,
-                   "runs": runs, "aggregates": results}, f, indent=1)
-    plots.plot_eval_curves(scores, os.path.join(FLAGS.out_dir, "curves.png"), NAMES, FLAGS.reps)
-    print(f"saved {FLAGS.out_dir}/table.md, results.json, curves.png")
-
+    grid.save_report(FLAGS.out_dir, f"World-model agents at the cpu budget: IQM over up to "
+                     f"{FLAGS.seeds} seeds", body,
+                     {"tasks": FLAGS.tasks, "agents": FLAGS.agents, "seeds": FLAGS.seeds,
+                      "runs": runs, "aggregates": results}, scores, NAMES, FLAGS.reps)
 
 if __name__ == "__main__":
     define_flags()

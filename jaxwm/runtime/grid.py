@@ -87,3 +87,20 @@ def run_all(runs: Sequence[Run], jobs: int = 1) -> None:
         for tag, result in pending:
             result.get()
             print(f"{tag}: done at {time.time() - start:.0f}s", flush=True)
+
+
+def save_report(out_dir: str, title: str, body: str, results: dict, scores: dict,
+                names: dict, reps: int) -> None:
+    """Print and write a grid's report: table.md (title with the bootstrap used, then body),
+    results.json (`results`) and curves.png (`plots.plot_eval_curves` of `scores`)."""
+    from jaxwm.runtime import plots
+    from jaxwm.runtime.stats import rliable_library
+    bootstrap = "rliable" if rliable_library() else "numpy bootstrap"
+    text = f"# {title} [95% CI, {reps} resamples, {bootstrap}]\n\n{body}"
+    print("\n" + text)
+    with open(os.path.join(out_dir, "table.md"), "w") as f:
+        f.write(text)
+    with open(os.path.join(out_dir, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    plots.plot_eval_curves(scores, os.path.join(out_dir, "curves.png"), names, reps)
+    print(f"saved {out_dir}/table.md, results.json, curves.png")

@@ -6,6 +6,8 @@ import os
 
 import pytest
 
+from jaxwm.runtime import plots
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _spec = importlib.util.spec_from_file_location(
     "paper_tdmpc", os.path.join(ROOT, "experiments", "paper", "tdmpc.py"))
@@ -79,6 +81,6 @@ def test_scores_report_and_reuse(tmp_path):
     assert r["differences"]["fowm-scratch"]["mean"]["mean"] == pytest.approx(625.0 / 3)
     d = r["differences"]["fowm-offline_only"]["final"]   # 200, 300, 400
     assert d["mean"] == pytest.approx(300.0) and d["ci_low"] >= 200.0 and d["ci_high"] <= 400.0
-    paper.plots.plot_eval_curves({"WalkerWalk-v1": rows}, os.path.join(out, "curves.png"),
-                                 paper.NAMES, reps=50)
+    plots.plot_eval_curves({"WalkerWalk-v1": rows}, os.path.join(out, "curves.png"),
+                           paper.NAMES, reps=50)
     assert os.path.getsize(os.path.join(out, "curves.png")) > 0
