@@ -24,6 +24,7 @@ def cartpole():
     return collect("CartpoleBalance-v1")
 
 
+@pytest.mark.slow   # V1/V3 compile (~1 min); V2's smoke run stays in the default suite
 @pytest.mark.parametrize("preset", ["smoke_v1", "smoke_v3"])   # smoke (V2): test_dreamer.py
 def test_smoke_preset_builds_and_trains_one_step(cartpole, preset):
     env, data = cartpole
@@ -96,6 +97,7 @@ def test_critic_regularizer_hand_case():
     np.testing.assert_allclose(v - 0.25 * jax.grad(loss)(v), [1.5])
 
 
+@pytest.mark.slow   # actor-critic compiles; the hand case below stays
 @pytest.mark.parametrize("head", ["twohot", "normal"])
 def test_critic_regularizer_pulls_toward_the_ema_critic(head):
     c = get_config("smoke_v3").behavior
@@ -140,6 +142,7 @@ def test_ema_slow_critic_update_hand_case():
     assert not np.allclose(leaf, 2.0)           # the critic moved, the EMA followed 2%
 
 
+@pytest.mark.slow   # world-model compiles
 def test_symlog_inputs_encoder_and_vector_target(cartpole):
     env, data = cartpole
     config = get_config("smoke").model

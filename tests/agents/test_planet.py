@@ -29,6 +29,7 @@ def test_smoke_trains_logs_checkpoints_and_resumes(tmp_path):
     assert steps == sorted(steps) and steps[-1] == 80
 
 
+@pytest.mark.slow   # CEM acting compiles; the smoke run acts too
 def test_act_carries_the_plan_and_modes():
     config = get_config("smoke")
     env = online.make_env(config.env, 0)

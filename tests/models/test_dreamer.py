@@ -124,6 +124,7 @@ def test_pong_reconstruction_learns_and_run_resumes(tmp_path):
     assert list((tmp_path / "pong" / "videos").glob("openloop_*.gif"))
 
 
+@pytest.mark.slow   # three model compiles; test_rssm's hand rollout stays
 def test_latent_overshooting_loss_is_the_average_over_distances():
     # PlaNet Eq. 7 with beta_d = beta: KL term = beta / D * (KL_1 + sum_{d=2..D} KL_d), where
     # KL_1 is the model's one-step term. D = 1 is the plain model loss, value and gradient.
