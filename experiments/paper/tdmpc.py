@@ -146,10 +146,6 @@ def task_scores(runs: Mapping) -> dict:
     return rows
 
 
-def _ci(st: Mapping) -> str:
-    return f"{st['iqm']:.1f} [{st['ci_low']:.1f}, {st['ci_high']:.1f}]"
-
-
 def report(study: str, scores: Mapping, reps: int) -> tuple:
     """Markdown of all tasks and the aggregates saved to results.json."""
     text, results = [], {}
@@ -160,8 +156,8 @@ def report(study: str, scores: Mapping, reps: int) -> tuple:
                  "minutes per run |", "|---|---|---|---|"]
         for m in rows:
             minutes = [v["minutes"] for v in rows[m].values() if "minutes" in v]
-            lines.append(f"| {NAMES[m]} (n={finals[m]['runs']}) | {_ci(finals[m])} | "
-                         f"{_ci(means[m])} | "
+            lines.append(f"| {NAMES[m]} (n={finals[m]['runs']}) | {run_stats.format_iqm(finals[m])} | "
+                         f"{run_stats.format_iqm(means[m])} | "
                          f"{f'{np.mean(minutes):.1f}' if minutes else '-'} |")
         lines.append("\nPaired per-seed differences, final return | mean over evaluations "
                      "(mean [95% bootstrap CI] (seeds higher / seeds)):\n")
@@ -170,8 +166,7 @@ def report(study: str, scores: Mapping, reps: int) -> tuple:
             both = diffs[f"{m}-{ref}"] = {k: run_stats.paired_of(rows[m], rows[ref], k, reps)
                                           for k in ("final", "mean")}
             lines.append(f"- {NAMES[m]} - {NAMES[ref]}: " + " | ".join(
-                f"{d['mean']:+.1f} [{d['ci_low']:+.1f}, {d['ci_high']:+.1f}] "
-                f"({d['wins']}/{d['seeds']})" for d in both.values()))
+                run_stats.format_difference(d) for d in both.values()))
         text.append("\n".join(lines))
         results[task] = {"final": finals, "mean": means, "differences": diffs}
     return "\n\n".join(text) + "\n", results

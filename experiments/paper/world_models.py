@@ -143,10 +143,6 @@ def task_rows(task: str, runs: dict) -> dict:
     return rows
 
 
-def _ci(st) -> str:
-    return f"{st['iqm']:.1f} [{st['ci_low']:.1f}, {st['ci_high']:.1f}]"
-
-
 def _mean_of(rows_seeds: dict, key: str) -> str:
     values = [v[key] for v in rows_seeds.values() if key in v]
     return f"{np.mean(values):.1f}" if values else "-"
@@ -169,10 +165,9 @@ def report(scores: dict, reps: int) -> tuple:
             versus = "-"
             if m != "random" and "random" in rows:
                 d = diffs[m] = run_stats.paired_of(seeds, rows["random"], "final", reps)
-                versus = (f"{d['mean']:+.1f} [{d['ci_low']:+.1f}, {d['ci_high']:+.1f}] "
-                          f"({d['wins']}/{d['seeds']})")
-            lines.append(f"| {NAMES[m]} (n={finals[m]['runs']}) | {_ci(finals[m])} | "
-                         f"{_ci(means[m])} | {_mean_of(seeds, 'minutes')} | "
+                versus = run_stats.format_difference(d)
+            lines.append(f"| {NAMES[m]} (n={finals[m]['runs']}) | {run_stats.format_iqm(finals[m])} | "
+                         f"{run_stats.format_iqm(means[m])} | {_mean_of(seeds, 'minutes')} | "
                          f"{_mean_of(seeds, 'grad_per_s')} | {versus} |")
         text.append("\n".join(lines))
         results[task] = {"final": finals, "mean": means, "versus_random": diffs}

@@ -108,3 +108,14 @@ def paired_of(x: Mapping, y: Mapping, key: str, reps: int = 2000) -> dict:
     """`paired_difference` of one score per run: x, y {seed: {key: value, ...}}."""
     return paired_difference({s: run[key] for s, run in x.items()},
                              {s: run[key] for s, run in y.items()}, reps)
+
+
+def format_iqm(st: Mapping) -> str:
+    """'iqm [low, high]' of an `iqm` entry, one decimal."""
+    return f"{st['iqm']:.1f} [{st['ci_low']:.1f}, {st['ci_high']:.1f}]"
+
+
+def format_difference(d: Mapping) -> str:
+    """'+mean [+low, +high] (wins/seeds)' of a `paired_difference`, one decimal."""
+    return (f"{d['mean']:+.1f} [{d['ci_low']:+.1f}, {d['ci_high']:+.1f}] "
+            f"({d['wins']}/{d['seeds']})")
