@@ -1,4 +1,4 @@
-"""envpool-backed suites: Atari, DMC from states, MiniGrid, Craftax Classic.
+"""envpool-backed suites: Atari, DMC from states, classic control, MiniGrid, Craftax Classic.
 
 All use envpool's gymnasium interface in sync mode, which autoresets like Dreamer: the step after
 `terminated | truncated` ignores the action and returns a reset observation with
@@ -176,6 +176,24 @@ class DmcStateEnv(EnvpoolEnv):
         n = len(info['env_id'])
         vec = [np.asarray(obs[k], np.float32).reshape(n, -1) for k in sorted(obs)]
         return {'vector': np.concatenate(vec, 1)}
+
+
+class ClassicControlEnv(EnvpoolEnv):
+    """Gym's classic control tasks (envpool ids like 'CartPole-v1'): 'vector' float32 [N, D],
+    the task's own time limit unless `max_episode_steps` is given. CartPole's `is_terminal` is a
+    fall (pole beyond 12 degrees or cart beyond 2.4), its `is_last` without it the time limit."""
+    OPTIONS = dict([('obs', ('vector', ('vector',))), _TIME_LIMIT, _THREADS])
+
+    def _pool_kwargs(self, o):
+        return {} if o['max_episode_steps'] is None else dict(
+            max_episode_steps=o['max_episode_steps'])
+
+    def _obs_space(self, o):
+        return {'vector': Space((int(np.prod(self._pool.observation_space.shape)),),
+                                np.dtype(np.float32))}
+
+    def _convert(self, obs, info):
+        return {'vector': np.asarray(obs, np.float32).reshape(len(info['env_id']), -1)}
 
 
 # MiniGrid symbolic encoding: object, color and state indices of each cell.

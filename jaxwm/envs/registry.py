@@ -2,20 +2,24 @@
 
 - Atari:          envpool ids '<Game>-v5' (e.g. 'Pong-v5')                 -> AtariEnv
 - DMC states:     envpool ids '<Domain><Task>-v1' (e.g. 'WalkerWalk-v1')   -> DmcStateEnv
+- Classic control: envpool ids 'CartPole-v1', 'Acrobot-v1', ...           -> ClassicControlEnv
 - MiniGrid:       envpool ids 'MiniGrid-*' (e.g. 'MiniGrid-FourRooms-v0')  -> MiniGridEnv
 - Craftax Classic: 'Craftax-Classic-Pixels-v1', 'Craftax-Classic-Symbolic-v1' -> CraftaxClassicEnv
 - DMC pixels:     'dmc:<domain>_<task>' (e.g. 'dmc:walker_walk')           -> DmcPixelsEnv
+- JAX-native:     'Turf-v0' (grass damaged by walking on it)              -> TurfEnv
 """
 import difflib
 import functools
 
-from jaxwm.envs import base, envpool_envs
+from jaxwm.envs import base, envpool_envs, turf
 
 _ENVPOOL_SUITES = {
     'envpool.atari': envpool_envs.AtariEnv,
     'envpool.mujoco.dmc': envpool_envs.DmcStateEnv,
     'envpool.minigrid': envpool_envs.MiniGridEnv,
+    'envpool.classic_control': envpool_envs.ClassicControlEnv,
 }
+_JAX_NATIVE = {turf.NAME: turf.TurfEnv}
 _CRAFTAX = ('Craftax-Classic-Pixels-v1', 'Craftax-Classic-Symbolic-v1')
 CRAFTAX_ENVPOOL = '1.2.7'   # first envpool with Craftax; its wheels need Python >= 3.12
 
@@ -33,7 +37,8 @@ def _envpool_ids() -> dict:
     from envpool.registration import registry
     ids = {name: _ENVPOOL_SUITES[spec[0]] for name, spec in registry.specs.items()
            if spec[0] in _ENVPOOL_SUITES}
-    return ids | {name: envpool_envs.CraftaxClassicEnv for name in _CRAFTAX}
+    ids = {name: cls for name, cls in ids.items() if '/' not in name}   # not envpool's phys2d/
+    return ids | {name: envpool_envs.CraftaxClassicEnv for name in _CRAFTAX} | _JAX_NATIVE
 
 
 @functools.cache

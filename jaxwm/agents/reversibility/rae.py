@@ -1,0 +1,242 @@
+"""RAE: reversibility-aware exploration (Grinsztajn et al., NeurIPS 2021, Sec. 4.1) on Turf,
+as one compiled program: the JAX-native envs, PPO and the online precedence estimator run
+inside `lax.scan`s, and the host only logs and checkpoints between chunks of iterations.
+
+One iteration: roll out `rollout` steps of `num_envs` Turf rooms with the policy; slide the
+rollout into psi's trajectory history (`history` steps per env, pairs never cross episodes);
+`psi_updates` psi steps on pairs from the history; shape the rewards with
+r - w * max(sigmoid(psi(s_t, s_{t+1})) - beta, 0); GAE; PPO epochs over minibatches.
+With w = 0 it is plain PPO, psi trained all the same so that it can be scored.
+
+Per iteration it reports, over the episodes that ended in it: env return, grass cells damaged,
+goal success; and psi's precision / recall at beta against the true irreversible steps (a step
+onto grass) on the rollout's transitions.
+"""
+from typing import NamedTuple
+
+import distrax
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from jaxwm.behaviors import model_free
+from jaxwm.envs import turf
+from jaxwm.models import precedence
+from jaxwm.types import TrainState
+
+
+class Nets(NamedTuple):
+    policy: model_free.ActorCritic
+    psi: precedence.Precedence
+    policy_tx: optax.GradientTransformation
+    psi_tx: optax.GradientTransformation
+
+
+@flax.struct.dataclass
+class RaeState:
+    policy: TrainState
+    psi: TrainState
+    env: turf.TurfState        # [N]
+    obs: jax.Array             # [N, D]
+    episode: jax.Array         # int32 [N] id of each env's running episode
+    ep_return: jax.Array       # [N] running sums of the current episodes
+    ep_damage: jax.Array       # [N]
+    history: jax.Array         # [L, N, D] psi's recent trajectories (time-major)
+    history_episode: jax.Array  # int32 [L, N] (-1 = empty)
+    key: jax.Array
+    iteration: jax.Array       # int32 []
+
+
+def turf_config(c: ml_collections.ConfigDict) -> turf.TurfConfig:
+    return turf.TurfConfig(c.rae.height, c.rae.width, c.rae.max_episode_steps)
+
+
+def build(c: ml_collections.ConfigDict) -> Nets:
+    p, e = c.precedence, c.rae
+    return Nets(
+        policy=model_free.ActorCritic(len(turf.MOVES), (p.units,) * p.layers),
+        psi=precedence.Precedence((p.units,) * p.layers, p.embed),
+        policy_tx=optax.chain(optax.clip_by_global_norm(e.grad_clip), optax.adam(e.lr, eps=1e-5)),
+        psi_tx=optax.adam(p.lr))
+
+
+def init(c: ml_collections.ConfigDict, nets: Nets, key: jax.Array) -> RaeState:
+    e, cfg = c.rae, turf_config(c)
+    k_pol, k_psi, k_env, key = jax.random.split(key, 4)
+    env = jax.vmap(turf.reset, (0, None))(jax.random.split(k_env, e.num_envs), cfg)
+    obs = jax.vmap(turf.observe, (0, None))(env, cfg)
+    length = c.rae.history
+    return RaeState(
+        policy=TrainState.create(nets.policy.init(k_pol, obs[:1]), nets.policy_tx),
+        psi=TrainState.create(nets.psi.init(k_psi, obs[:1], obs[:1]), nets.psi_tx),
+        env=env, obs=obs, episode=jnp.arange(e.num_envs, dtype=jnp.int32),
+        ep_return=jnp.zeros(e.num_envs), ep_damage=jnp.zeros(e.num_envs),
+        history=jnp.zeros((length,) + obs.shape),
+        history_episode=jnp.full((length, e.num_envs), -1, jnp.int32),
+        key=key, iteration=jnp.zeros((), jnp.int32))
+
+
+def _rollout(c, nets, state: RaeState, key) -> tuple:
+    """`rollout` steps of all envs: (state with the envs moved on, transitions [T, N, ...])."""
+    cfg, n = turf_config(c), c.rae.num_envs
+
+    def env_step(carry, key):
+        s = carry
+        k_act, k_reset = jax.random.split(key)
+        logits, value = nets.policy.apply(s.policy.params, s.obs)
+        dist = distrax.Categorical(logits=logits)
+        action = dist.sample(seed=k_act)
+        moved, reward, terminal, truncated, damaged = jax.vmap(turf.step, (0, 0, None))(
+            s.env, action, cfg)
+        next_obs = jax.vmap(turf.observe, (0, None))(moved, cfg)
+        done = terminal | truncated
+        fresh = jax.vmap(turf.reset, (0, None))(jax.random.split(k_reset, n), cfg)
+        env = jax.tree.map(lambda f, m: jnp.where(
+            done.reshape((-1,) + (1,) * (m.ndim - 1)), f, m), fresh, moved)
+        ep_return, ep_damage = s.ep_return + reward, s.ep_damage + damaged
+        out = dict(obs=s.obs, next_obs=next_obs, action=action, logp=dist.log_prob(action),
+                   value=value, reward=reward, done=done, damaged=damaged,
+                   episode=s.episode, success=terminal, ended_return=ep_return,
+                   ended_damage=ep_damage)
+        s = s.replace(env=env, obs=jax.vmap(turf.observe, (0, None))(env, cfg),
+                      episode=jnp.where(done, s.episode + n, s.episode),
+                      ep_return=jnp.where(done, 0.0, ep_return),
+                      ep_damage=jnp.where(done, 0.0, ep_damage))
+        return s, out
+
+    return jax.lax.scan(env_step, state, jax.random.split(key, c.rae.rollout))
+
+
+def _psi_step(c, nets, psi: TrainState, history, history_episode, key) -> tuple:
+    a, b, label, weight = precedence.sample_pairs(
+        key, history, history_episode, c.precedence.window, c.precedence.batch_size)
+
+    def loss_fn(params):
+        logits = nets.psi.apply(params, a, b)
+        return precedence.precedence_loss(logits, label, weight), logits
+
+    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(psi.params)
+    correct = ((logits > 0) == (label > 0.5)) * weight
+    accuracy = correct.sum() / jnp.maximum(weight.sum(), 1.0)
+    return psi.apply_gradients(nets.psi_tx, grads), {"psi_loss": loss, "psi_accuracy": accuracy}
+
+
+def _ppo_update(c, nets, policy: TrainState, batch: dict, key) -> tuple:
+    e = c.rae
+    size = e.num_envs * e.rollout
+
+    def epoch(policy, key):
+        order = jax.random.permutation(key, size)
+        minibatches = jax.tree.map(
+            lambda x: x[order].reshape((e.minibatches, size // e.minibatches) + x.shape[1:]),
+            batch)
+
+        def minibatch(policy, mb):
+            def loss_fn(params):
+                logits, values = nets.policy.apply(params, mb["obs"])
+                return model_free.ppo_loss(logits, values, mb, e.clip_eps, e.value_coef,
+                                           e.entropy_coef)
+            (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(policy.params)
+            return policy.apply_gradients(nets.policy_tx, grads), metrics
+
+        return jax.lax.scan(minibatch, policy, minibatches)
+
+    policy, metrics = jax.lax.scan(epoch, policy, jax.random.split(key, e.epochs))
+    return policy, jax.tree.map(jnp.mean, metrics)
+
+
+def iteration(c, nets, state: RaeState, _=None) -> tuple:
+    """One RAE/PPO iteration (module docstring): (state, metrics of this iteration)."""
+    e, p = c.rae, c.precedence
+    key, k_roll, k_psi, k_ppo = jax.random.split(state.key, 4)
+    state, tr = _rollout(c, nets, state, k_roll)
+    history = jnp.concatenate([state.history[e.rollout:], tr["obs"]])
+    history_episode = jnp.concatenate([state.history_episode[e.rollout:], tr["episode"]])
+
+    def psi_step(psi, key):
+        return _psi_step(c, nets, psi, history, history_episode, key)
+
+    psi, psi_metrics = jax.lax.scan(psi_step, state.psi, jax.random.split(k_psi, e.psi_updates))
+    irreversibility = jax.nn.sigmoid(nets.psi.apply(psi.params, tr["obs"], tr["next_obs"]))
+    shaped = precedence.rae_reward(tr["reward"], irreversibility, e.penalty, p.beta)
+    _, last_value = nets.policy.apply(state.policy.params, state.obs)
+    values = jnp.concatenate([tr["value"], last_value[None]])
+    discounts = e.gamma * (1.0 - tr["done"])
+    advantage, target = jax.vmap(model_free.gae, (1, 1, 1, None), 1)(
+        shaped, discounts, values, e.gae_lambda)
+    flat = lambda x: x.reshape((-1,) + x.shape[2:])  # noqa: E731
+    batch = dict(obs=flat(tr["obs"]), action=flat(tr["action"]), logp=flat(tr["logp"]),
+                 advantage=flat(advantage), target=flat(target))
+    policy, ppo_metrics = _ppo_update(c, nets, state.policy, batch, k_ppo)
+
+    ended = tr["done"].astype(jnp.float32)
+    flagged, true = irreversibility > p.beta, tr["damaged"]
+    metrics = dict(
+        episodes=ended.sum(),
+        return_sum=(tr["ended_return"] * ended).sum(),
+        damage_sum=(tr["ended_damage"] * ended).sum(),
+        success_sum=(tr["success"] * ended).sum(),
+        penalty=jnp.mean(tr["reward"] - shaped),
+        true_positives=(flagged & true).sum(), flagged=flagged.sum(), irreversible=true.sum(),
+        **jax.tree.map(jnp.mean, psi_metrics), **ppo_metrics)
+    state = state.replace(policy=policy, psi=psi, history=history,
+                          history_episode=history_episode, key=key,
+                          iteration=state.iteration + 1)
+    return state, metrics
+
+
+def chunk(c, nets, state: RaeState) -> tuple:
+    """`log_every` iterations: (state, metrics stacked [log_every])."""
+    return jax.lax.scan(lambda s, _: iteration(c, nets, s), state, None, length=c.rae.log_every)
+
+
+def summarize(metrics: dict) -> dict:
+    """Per-chunk means from stacked iteration metrics: per-episode return / damage / success,
+    psi precision and recall at beta, and the means of the loss metrics."""
+    total = {k: float(jnp.sum(v)) for k, v in metrics.items()}
+    episodes = max(total["episodes"], 1.0)
+    out = {"episode/return": total["return_sum"] / episodes,
+           "episode/grass_damaged": total["damage_sum"] / episodes,
+           "episode/success": total["success_sum"] / episodes,
+           "episodes": total["episodes"],
+           "psi/precision": total["true_positives"] / max(total["flagged"], 1.0),
+           "psi/recall": total["true_positives"] / max(total["irreversible"], 1.0)}
+    skip = {"episodes", "return_sum", "damage_sum", "success_sum", "true_positives", "flagged",
+            "irreversible"}
+    out.update({k: float(jnp.mean(v)) for k, v in metrics.items() if k not in skip})
+    return out
+
+
+def score_psi(c, nets, psi_params, key) -> dict:
+    """psi's precision and recall at beta on `eval_transitions` transitions of the uniform random
+    policy in fresh rooms (true irreversible = a step onto grass), and its mean irreversibility
+    on the irreversible and on the reversible ones."""
+    cfg, n = turf_config(c), c.rae.num_envs
+    steps = max(1, c.rae.eval_transitions // n)
+
+    def env_step(env, key):
+        k_act, k_reset = jax.random.split(key)
+        action = jax.random.randint(k_act, (n,), 0, len(turf.MOVES))
+        moved, _, terminal, truncated, damaged = jax.vmap(turf.step, (0, 0, None))(
+            env, action, cfg)
+        obs = jax.vmap(turf.observe, (0, None))(env, cfg)
+        next_obs = jax.vmap(turf.observe, (0, None))(moved, cfg)
+        fresh = jax.vmap(turf.reset, (0, None))(jax.random.split(k_reset, n), cfg)
+        done = terminal | truncated
+        env = jax.tree.map(lambda f, m: jnp.where(
+            done.reshape((-1,) + (1,) * (m.ndim - 1)), f, m), fresh, moved)
+        p = jax.nn.sigmoid(nets.psi.apply(psi_params, obs, next_obs))
+        return env, (p, damaged)
+
+    k_env, k_roll = jax.random.split(key)
+    env = jax.vmap(turf.reset, (0, None))(jax.random.split(k_env, n), cfg)
+    _, (p, damaged) = jax.lax.scan(env_step, env, jax.random.split(k_roll, steps))
+    flagged = p > c.precedence.beta
+    tp = (flagged & damaged).sum()
+    mean_where = lambda m: jnp.sum(p * m) / jnp.maximum(m.sum(), 1)  # noqa: E731
+    return {"psi/eval_precision": tp / jnp.maximum(flagged.sum(), 1),
+            "psi/eval_recall": tp / jnp.maximum(damaged.sum(), 1),
+            "psi/eval_irreversible_mean": mean_where(damaged),
+            "psi/eval_reversible_mean": mean_where(~damaged)}
