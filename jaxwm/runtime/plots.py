@@ -76,10 +76,12 @@ def plot_metrics(workdir: str, keys: tuple, path: str | None = None, title: str 
     return path
 
 
-def plot_eval_curves(scores: dict, path: str, names: dict | None = None, reps: int = 2000) -> str:
-    """Evaluation return vs env steps, one panel per task: the IQM over seeds with its 95%
-    bootstrap CI per method; rows without a curve (a random policy, an offline-only score) as
-    dashed lines at their IQM. scores: {task: {method: {seed: `grid.run_scores` dict}}}."""
+def plot_eval_curves(scores: dict, path: str, names: dict | None = None, reps: int = 2000,
+                     ylabel: str = "eval return") -> str:
+    """Evaluation return (or `ylabel`) vs env steps, one panel per task: the IQM over seeds with
+    its 95% bootstrap CI per method; rows without a curve (a random policy, an offline-only
+    score) as dashed lines at their IQM. scores: {task: {method: {seed: `grid.run_scores`
+    dict}}}."""
     from jaxwm.runtime.stats import iqm
     names = names or {}
     fig, axes = plt.subplots(1, len(scores), figsize=(5 * len(scores), 3.6), squeeze=False)
@@ -96,7 +98,7 @@ def plot_eval_curves(scores: dict, path: str, names: dict | None = None, reps: i
                     color=f"C{i}", label=label)
             ax.fill_between(steps, [x["ci_low"] for x in st], [x["ci_high"] for x in st],
                             color=f"C{i}", alpha=0.2)
-        ax.set(title=task, xlabel="env steps", ylabel="eval return (IQM, 95% CI)")
+        ax.set(title=task, xlabel="env steps", ylabel=f"{ylabel} (IQM, 95% CI)")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()

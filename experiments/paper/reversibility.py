@@ -1,0 +1,193 @@
+r"""Reversibility-aware RL (Grinsztajn et al., NeurIPS 2021) at the cpu preset, >= 5 seeds:
+
+- Turf: PPO vs PPO + RAE (w = rae.penalty of the preset, beta 0.7): grass cells damaged per
+  episode over the whole training and over its last 10%, goal success over the last 10%, and
+  psi's precision / recall at beta on uniform-random transitions, where the true irreversible
+  steps (onto grass) are known.
+- CartPole-v1: DQN vs DQN + RAC (psi and phi trained offline on random transitions): falls over
+  training, episodes before the first fall, mean training return, greedy evaluation return and
+  falls, and the fraction of random transitions psi calls irreversible.
+Each comparison also gets the paired per-seed difference (RAE - PPO, RAC - DQN) with a 95%
+bootstrap CI. Finished runs are reused and killed runs resume. Writes table.md, results.json and
+curves.png (grass damaged per episode and falls so far, IQM over seeds).
+
+  .venv/bin/python experiments/paper/reversibility.py --seeds=5 --out_dir=runs/paper/reversibility
+"""
+import os
+
+from absl import app
+from absl import flags
+import numpy as np
+
+from jaxwm.agents.reversibility import config as rev_config
+from jaxwm.runtime import grid
+from jaxwm.runtime import stats as run_stats
+
+TRAIN_FN = "jaxwm.agents.reversibility.train:train_and_evaluate"
+# method -> (mode, field overrides)
+METHODS = {
+    "ppo": ("rae", {"rae.penalty": 0.0}),
+    "rae": ("rae", {}),
+    "dqn": ("rac", {"rac.enabled": False}),
+    "rac": ("rac", {}),
+}
+NAMES = {"ppo": "PPO", "rae": "PPO + RAE", "dqn": "DQN", "rac": "DQN + RAC"}
+FINAL_KEY = {"rae": "psi/eval_precision", "rac": "eval/return"}
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    flags.DEFINE_list("methods", list(METHODS), "Methods; allowed: " + ", ".join(METHODS))
+    flags.DEFINE_integer("seeds", 5, "Seeds per method: 0 .. seeds - 1.")
+    flags.DEFINE_string("preset", "cpu", "Preset of every run: " + ", ".join(rev_config.PRESETS))
+    flags.DEFINE_string("out_dir", "runs/paper/reversibility", "Output directory.")
+    flags.DEFINE_integer("jobs", 1, "Runs in parallel processes.")
+    flags.DEFINE_integer("reps", 2000, "Bootstrap resamples per confidence interval.")
+    flags.DEFINE_bool("report_only", False, "Run nothing: aggregate the finished runs only.")
+
+
+def build_config(method: str, seed: int, preset: str = "cpu"):
+    mode, fields = METHODS[method]
+    c = rev_config.get_config(preset)
+    c.mode, c.seed = mode, seed
+    for path, value in fields.items():
+        block, name = path.split(".")
+        c[block][name] = value
+    return c
+
+
+def last_step(c) -> int:
+    if c.mode == "rae":
+        return c.rae.iterations * c.rae.num_envs * c.rae.rollout
+    return c.rac.steps
+
+
+def run_grid(methods, seeds: int, preset: str, out_dir: str) -> dict:
+    """Runs (or reuses) every (seed, method), seed-major; returns {method: {seed: workdir}}."""
+    todo, runs = [], {}
+    cells = [(s, m) for s in range(seeds) for m in methods]
+    for i, (seed, method) in enumerate(cells):
+        c = build_config(method, seed, preset)
+        workdir = os.path.join(out_dir, method, f"seed_{seed}")
+        tag = f"[{i + 1}/{len(cells)}] {method} seed {seed}"
+        if grid.is_finished(workdir, last_step(c), FINAL_KEY[c.mode]):
+            print(f"{tag}: finished run reused", flush=True)
+        elif FLAGS.report_only:
+            print(f"{tag}: not finished, left out", flush=True)
+            continue
+        else:
+            todo.append(grid.Run(tag, TRAIN_FN, c.to_dict(), workdir))
+        runs.setdefault(method, {})[seed] = workdir
+    grid.run_all(todo, FLAGS.jobs)
+    return runs
+
+
+def turf_scores(workdir: str) -> dict:
+    """Grass damage per episode over all training episodes and over the last 10% of the chunks,
+    success over the last 10%, psi's scores on random transitions, and the damage curve."""
+    records = run_stats.read_records(workdir)
+    chunks = [r for r in records if "episode/grass_damaged" in r]
+    tail = chunks[-max(1, len(chunks) // 10):]
+    weighted = lambda rows, key: (sum(r[key] * r["episodes"] for r in rows)  # noqa: E731
+                                  / max(sum(r["episodes"] for r in rows), 1.0))
+    final = [r for r in records if "psi/eval_precision" in r][-1]
+    return {"damage_all": weighted(chunks, "episode/grass_damaged"),
+            "damage_last": weighted(tail, "episode/grass_damaged"),
+            "success_last": weighted(tail, "episode/success"),
+            "precision": final["psi/eval_precision"], "recall": final["psi/eval_recall"],
+            "curve": {r["step"]: r["episode/grass_damaged"] for r in chunks}}
+
+
+def cartpole_scores(workdir: str) -> dict:
+    """Falls, episodes before the first fall and mean return over training, greedy evaluation,
+    psi's irreversible fraction on the random data, and the falls-so-far curve."""
+    records = run_stats.read_records(workdir)
+    train = [r for r in records if "train/falls" in r]
+    final = [r for r in records if "eval/return" in r][-1]
+    offline = [r for r in records if "offline/psi_irreversible_fraction" in r][-1]
+    returns = [r["episode/return"] for r in train if "episode/return" in r]
+    return {"falls": train[-1]["train/falls"], "episodes": train[-1]["train/episodes"],
+            "before_first_fall": train[-1]["train/episodes_before_first_fall"],
+            "train_return": float(np.mean(returns)), "eval_return": final["eval/return"],
+            "eval_falls": final["eval/falls"],
+            "flagged": offline["offline/psi_irreversible_fraction"],
+            "curve": {r["step"]: r["train/falls"] for r in train}}
+
+
+COLUMNS = {
+    "turf": [("damage_all", "grass damaged / episode (all training)"),
+             ("damage_last", "grass damaged / episode (last 10%)"),
+             ("success_last", "goal success (last 10%)"),
+             ("precision", "psi precision"), ("recall", "psi recall")],
+    "cartpole": [("falls", "falls in training"), ("episodes", "training episodes"),
+                 ("before_first_fall", "episodes before the first fall"),
+                 ("train_return", "mean training return"), ("eval_return", "greedy eval return"),
+                 ("eval_falls", "greedy eval falls"), ("flagged", "random steps psi flags")],
+}
+PAIRS = {"turf": ("rae", "ppo"), "cartpole": ("rac", "dqn")}
+
+
+def _cell(st: dict, small: bool) -> str:
+    if small:
+        return f"{st['iqm']:.3f} [{st['ci_low']:.3f}, {st['ci_high']:.3f}]"
+    return run_stats.format_iqm(st)
+
+
+def report(scores: dict, reps: int, preset: str) -> tuple:
+    text, results = [], {}
+    for domain, rows in scores.items():
+        columns = COLUMNS[domain]
+        small = {k for k, _ in columns if max(abs(v[k]) for seeds in rows.values()
+                                             for v in seeds.values()) <= 1.0}
+        stats = {k: run_stats.iqm_of(rows, k, reps) for k, _ in columns}
+        lines = [f"## {'Turf (RAE)' if domain == 'turf' else 'CartPole-v1 (RAC)'}, "
+                 f"{preset} preset\n",
+                 "| method | " + " | ".join(t for _, t in columns) + " |",
+                 "|---" * (len(columns) + 1) + "|"]
+        for m in rows:
+            lines.append(f"| {NAMES[m]} (n={len(rows[m])}) | " + " | ".join(
+                _cell(stats[k][m], k in small) for k, _ in columns) + " |")
+        diffs = {}
+        a, b = PAIRS[domain]
+        if a in rows and b in rows:
+            lines += ["", f"Paired per-seed {NAMES[a]} - {NAMES[b]} (mean [95% CI] (seeds "
+                      f"where {NAMES[a]} is higher / seeds)):", ""]
+            for k, title in columns:
+                d = diffs[k] = run_stats.paired_of(rows[a], rows[b], k, reps)
+                value = (f"{d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] "
+                         f"({d['wins']}/{d['seeds']})" if k in small
+                         else run_stats.format_difference(d))
+                lines.append(f"- {title}: {value}")
+        text.append("\n".join(lines))
+        results[domain] = {"iqm": stats, "paired": diffs}
+    return "\n\n".join(text) + "\n", results
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    bad = [m for m in FLAGS.methods if m not in METHODS]
+    if bad or not FLAGS.methods:
+        raise app.UsageError(f"--methods: {bad or 'empty'} not allowed; allowed: {list(METHODS)}")
+    if FLAGS.seeds < 1:
+        raise app.UsageError(f"--seeds={FLAGS.seeds} must be >= 1")
+    if FLAGS.preset not in rev_config.PRESETS:
+        raise app.UsageError(f"--preset={FLAGS.preset!r}; allowed: {rev_config.PRESETS}")
+    os.makedirs(FLAGS.out_dir, exist_ok=True)
+    runs = run_grid(FLAGS.methods, FLAGS.seeds, FLAGS.preset, FLAGS.out_dir)
+    scores = {}
+    for method, seeds in runs.items():
+        domain, fn = (("turf", turf_scores) if METHODS[method][0] == "rae"
+                      else ("cartpole", cartpole_scores))
+        scores.setdefault(domain, {})[method] = {s: fn(w) for s, w in seeds.items()}
+    body, results = report(scores, FLAGS.reps, FLAGS.preset)
+    curves = {("Turf: grass damaged per episode" if d == "turf" else "CartPole: falls so far"):
+              rows for d, rows in scores.items()}
+    grid.save_report(FLAGS.out_dir, f"Reversibility-aware RL, IQM over up to {FLAGS.seeds} seeds",
+                     body, {"seeds": FLAGS.seeds, "preset": FLAGS.preset, "runs": runs,
+                            "aggregates": results}, curves, NAMES, FLAGS.reps, ylabel="value")
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
