@@ -78,7 +78,7 @@ def init(c: ml_collections.ConfigDict, nets: Nets, key: jax.Array) -> RaeState:
         key=key, iteration=jnp.zeros((), jnp.int32))
 
 
-def _rollout(c, nets, state: RaeState, key) -> tuple:
+def rollout(c, nets, state: RaeState, key) -> tuple:
     """`rollout` steps of all envs: (state with the envs moved on, transitions [T, N, ...])."""
     cfg, n = turf_config(c), c.rae.num_envs
 
@@ -151,7 +151,7 @@ def iteration(c, nets, state: RaeState, _=None) -> tuple:
     """One RAE/PPO iteration (module docstring): (state, metrics of this iteration)."""
     e, p = c.rae, c.precedence
     key, k_roll, k_psi, k_ppo = jax.random.split(state.key, 4)
-    state, tr = _rollout(c, nets, state, k_roll)
+    state, tr = rollout(c, nets, state, k_roll)
     history = jnp.concatenate([state.history[e.rollout:], tr["obs"]])
     history_episode = jnp.concatenate([state.history_episode[e.rollout:], tr["episode"]])
 
