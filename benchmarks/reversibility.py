@@ -48,8 +48,7 @@ def measure(num_envs: int, repeats: int) -> dict:
     compiled_s = _median_seconds(lambda: jax.block_until_ready(
         compiled(state, jax.random.PRNGKey(1))), repeats)
 
-    env = envs.make("Turf-v0", num_envs, seed=0, height=c.rae.height, width=c.rae.width,
-                    max_episode_steps=c.rae.max_episode_steps)
+    env = envs.make(c.rae.env, num_envs, seed=0, **c.rae.turf.to_dict())
 
     @jax.jit
     def policy(params, obs, key):

@@ -1,15 +1,15 @@
 r"""Reversibility-aware RL (Grinsztajn et al., NeurIPS 2021) at the cpu preset, >= 5 seeds:
 
-- Turf: PPO vs PPO + RAE (w = rae.penalty of the preset, beta 0.7): grass cells damaged per
-  episode over the whole training and over its last 10%, goal success over the last 10%, and
-  psi's precision / recall at beta on uniform-random transitions, where the true irreversible
-  steps (onto grass) are known.
+- Turf and Sokoban: PPO vs PPO + RAE (the preset's beta 0.7 and w 0.1): irreversible steps per episode (grass damaged; boxes pushed into
+  a corner) over the whole training and over its last 10%, success (goal reached; level solved)
+  and return over the last 10%, and psi's precision / recall at beta on uniform-random
+  transitions, where the true irreversible steps are known.
 - CartPole-v1: DQN vs DQN + RAC (psi and phi trained offline on random transitions): falls over
   training, episodes before the first fall, mean training return, greedy evaluation return and
   falls, and the fraction of random transitions psi calls irreversible.
 Each comparison also gets the paired per-seed difference (RAE - PPO, RAC - DQN) with a 95%
 bootstrap CI. Finished runs are reused and killed runs resume. Writes table.md, results.json and
-curves.png (grass damaged per episode and falls so far, IQM over seeds).
+curves.png (irreversible steps per episode and falls so far, IQM over seeds).
 
   .venv/bin/python experiments/paper/reversibility.py --seeds=5 --out_dir=runs/paper/reversibility
 """
@@ -24,20 +24,21 @@ from jaxwm.runtime import grid
 from jaxwm.runtime import stats as run_stats
 
 TRAIN_FN = "jaxwm.agents.reversibility.train:train_and_evaluate"
-# method -> (mode, field overrides)
-METHODS = {
-    "ppo": ("rae", {"rae.penalty": 0.0}),
-    "rae": ("rae", {}),
-    "dqn": ("rac", {"rac.enabled": False}),
-    "rac": ("rac", {}),
+# domain -> mode, shared field overrides, {method: its own overrides}
+DOMAINS = {
+    "turf": ("rae", {"rae.env": "Turf-v0"}, {"ppo": {"rae.penalty": 0.0}, "rae": {}}),
+    "sokoban": ("rae", {"rae.env": "Sokoban-v0"},
+                {"ppo": {"rae.penalty": 0.0}, "rae": {}}),
+    "cartpole": ("rac", {}, {"dqn": {"rac.enabled": False}, "rac": {}}),
 }
+TITLES = {"turf": "Turf (RAE)", "sokoban": "Sokoban (RAE)", "cartpole": "CartPole-v1 (RAC)"}
 NAMES = {"ppo": "PPO", "rae": "PPO + RAE", "dqn": "DQN", "rac": "DQN + RAC"}
 FINAL_KEY = {"rae": "psi/eval_precision", "rac": "eval/return"}
 FLAGS = flags.FLAGS
 
 
 def define_flags():
-    flags.DEFINE_list("methods", list(METHODS), "Methods; allowed: " + ", ".join(METHODS))
+    flags.DEFINE_list("domains", list(DOMAINS), "Domains; allowed: " + ", ".join(DOMAINS))
     flags.DEFINE_integer("seeds", 5, "Seeds per method: 0 .. seeds - 1.")
     flags.DEFINE_string("preset", "cpu", "Preset of every run: " + ", ".join(rev_config.PRESETS))
     flags.DEFINE_string("out_dir", "runs/paper/reversibility", "Output directory.")
@@ -46,11 +47,11 @@ def define_flags():
     flags.DEFINE_bool("report_only", False, "Run nothing: aggregate the finished runs only.")
 
 
-def build_config(method: str, seed: int, preset: str = "cpu"):
-    mode, fields = METHODS[method]
+def build_config(domain: str, method: str, seed: int, preset: str = "cpu"):
+    mode, shared, methods = DOMAINS[domain]
     c = rev_config.get_config(preset)
     c.mode, c.seed = mode, seed
-    for path, value in fields.items():
+    for path, value in {**shared, **methods[method]}.items():
         block, name = path.split(".")
         c[block][name] = value
     return c
@@ -62,14 +63,15 @@ def last_step(c) -> int:
     return c.rac.steps
 
 
-def run_grid(methods, seeds: int, preset: str, out_dir: str) -> dict:
-    """Runs (or reuses) every (seed, method), seed-major; returns {method: {seed: workdir}}."""
+def run_grid(domains, seeds: int, preset: str, out_dir: str) -> dict:
+    """Runs (or reuses) every (seed, domain, method), seed-major; returns
+    {domain: {method: {seed: workdir}}}."""
     todo, runs = [], {}
-    cells = [(s, m) for s in range(seeds) for m in methods]
-    for i, (seed, method) in enumerate(cells):
-        c = build_config(method, seed, preset)
-        workdir = os.path.join(out_dir, method, f"seed_{seed}")
-        tag = f"[{i + 1}/{len(cells)}] {method} seed {seed}"
+    cells = [(s, d, m) for s in range(seeds) for d in domains for m in DOMAINS[d][2]]
+    for i, (seed, domain, method) in enumerate(cells):
+        c = build_config(domain, method, seed, preset)
+        workdir = os.path.join(out_dir, domain, method, f"seed_{seed}")
+        tag = f"[{i + 1}/{len(cells)}] {domain} {method} seed {seed}"
         if grid.is_finished(workdir, last_step(c), FINAL_KEY[c.mode]):
             print(f"{tag}: finished run reused", flush=True)
         elif FLAGS.report_only:
@@ -77,28 +79,30 @@ def run_grid(methods, seeds: int, preset: str, out_dir: str) -> dict:
             continue
         else:
             todo.append(grid.Run(tag, TRAIN_FN, c.to_dict(), workdir))
-        runs.setdefault(method, {})[seed] = workdir
+        runs.setdefault(domain, {}).setdefault(method, {})[seed] = workdir
     grid.run_all(todo, FLAGS.jobs)
     return runs
 
 
-def turf_scores(workdir: str) -> dict:
-    """Grass damage per episode over all training episodes and over the last 10% of the chunks,
-    success over the last 10%, psi's scores on random transitions, and the damage curve."""
+def rae_scores(workdir: str) -> dict:
+    """Irreversible steps per episode over all training episodes and over the last 10% of the
+    chunks, success and return over the last 10%, psi's scores on random transitions, and the
+    irreversible-steps curve."""
     records = run_stats.read_records(workdir)
-    chunks = [r for r in records if "episode/grass_damaged" in r]
+    chunks = [r for r in records if "episode/irreversible" in r]
     tail = chunks[-max(1, len(chunks) // 10):]
     weighted = lambda rows, key: (sum(r[key] * r["episodes"] for r in rows)  # noqa: E731
                                   / max(sum(r["episodes"] for r in rows), 1.0))
     final = [r for r in records if "psi/eval_precision" in r][-1]
-    return {"damage_all": weighted(chunks, "episode/grass_damaged"),
-            "damage_last": weighted(tail, "episode/grass_damaged"),
+    return {"irreversible_all": weighted(chunks, "episode/irreversible"),
+            "irreversible_last": weighted(tail, "episode/irreversible"),
             "success_last": weighted(tail, "episode/success"),
+            "return_last": weighted(tail, "episode/return"),
             "precision": final["psi/eval_precision"], "recall": final["psi/eval_recall"],
-            "curve": {r["step"]: r["episode/grass_damaged"] for r in chunks}}
+            "curve": {r["step"]: r["episode/irreversible"] for r in chunks}}
 
 
-def cartpole_scores(workdir: str) -> dict:
+def rac_scores(workdir: str) -> dict:
     """Falls, episodes before the first fall and mean return over training, greedy evaluation,
     psi's irreversible fraction on the random data, and the falls-so-far curve."""
     records = run_stats.read_records(workdir)
@@ -114,17 +118,24 @@ def cartpole_scores(workdir: str) -> dict:
             "curve": {r["step"]: r["train/falls"] for r in train}}
 
 
+def _rae_columns(irreversible: str, success: str) -> list:
+    return [("irreversible_all", f"{irreversible} / episode (all training)"),
+            ("irreversible_last", f"{irreversible} / episode (last 10%)"),
+            ("success_last", f"{success} (last 10%)"), ("return_last", "return (last 10%)"),
+            ("precision", "psi precision"), ("recall", "psi recall")]
+
+
 COLUMNS = {
-    "turf": [("damage_all", "grass damaged / episode (all training)"),
-             ("damage_last", "grass damaged / episode (last 10%)"),
-             ("success_last", "goal success (last 10%)"),
-             ("precision", "psi precision"), ("recall", "psi recall")],
+    "turf": _rae_columns("grass damaged", "goal reached"),
+    "sokoban": _rae_columns("corner pushes", "levels solved"),
     "cartpole": [("falls", "falls in training"), ("episodes", "training episodes"),
                  ("before_first_fall", "episodes before the first fall"),
                  ("train_return", "mean training return"), ("eval_return", "greedy eval return"),
                  ("eval_falls", "greedy eval falls"), ("flagged", "random steps psi flags")],
 }
-PAIRS = {"turf": ("rae", "ppo"), "cartpole": ("rac", "dqn")}
+PAIRS = {"turf": ("rae", "ppo"), "sokoban": ("rae", "ppo"), "cartpole": ("rac", "dqn")}
+CURVES = {"turf": "Turf: grass damaged per episode", "sokoban": "Sokoban: corner pushes per "
+          "episode", "cartpole": "CartPole: falls so far"}
 
 
 def _cell(st: dict, small: bool) -> str:
@@ -140,8 +151,7 @@ def report(scores: dict, reps: int, preset: str) -> tuple:
         small = {k for k, _ in columns if max(abs(v[k]) for seeds in rows.values()
                                              for v in seeds.values()) <= 1.0}
         stats = {k: run_stats.iqm_of(rows, k, reps) for k, _ in columns}
-        lines = [f"## {'Turf (RAE)' if domain == 'turf' else 'CartPole-v1 (RAC)'}, "
-                 f"{preset} preset\n",
+        lines = [f"## {TITLES[domain]}, {preset} preset\n",
                  "| method | " + " | ".join(t for _, t in columns) + " |",
                  "|---" * (len(columns) + 1) + "|"]
         for m in rows:
@@ -166,26 +176,24 @@ def report(scores: dict, reps: int, preset: str) -> tuple:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    bad = [m for m in FLAGS.methods if m not in METHODS]
-    if bad or not FLAGS.methods:
-        raise app.UsageError(f"--methods: {bad or 'empty'} not allowed; allowed: {list(METHODS)}")
+    bad = [d for d in FLAGS.domains if d not in DOMAINS]
+    if bad or not FLAGS.domains:
+        raise app.UsageError(f"--domains: {bad or 'empty'} not allowed; allowed: {list(DOMAINS)}")
     if FLAGS.seeds < 1:
         raise app.UsageError(f"--seeds={FLAGS.seeds} must be >= 1")
     if FLAGS.preset not in rev_config.PRESETS:
         raise app.UsageError(f"--preset={FLAGS.preset!r}; allowed: {rev_config.PRESETS}")
     os.makedirs(FLAGS.out_dir, exist_ok=True)
-    runs = run_grid(FLAGS.methods, FLAGS.seeds, FLAGS.preset, FLAGS.out_dir)
-    scores = {}
-    for method, seeds in runs.items():
-        domain, fn = (("turf", turf_scores) if METHODS[method][0] == "rae"
-                      else ("cartpole", cartpole_scores))
-        scores.setdefault(domain, {})[method] = {s: fn(w) for s, w in seeds.items()}
+    runs = run_grid(FLAGS.domains, FLAGS.seeds, FLAGS.preset, FLAGS.out_dir)
+    scores = {domain: {method: {s: (rae_scores if DOMAINS[domain][0] == "rae" else rac_scores)(w)
+                                for s, w in seeds.items()} for method, seeds in methods.items()}
+              for domain, methods in runs.items()}
     body, results = report(scores, FLAGS.reps, FLAGS.preset)
-    curves = {("Turf: grass damaged per episode" if d == "turf" else "CartPole: falls so far"):
-              rows for d, rows in scores.items()}
     grid.save_report(FLAGS.out_dir, f"Reversibility-aware RL, IQM over up to {FLAGS.seeds} seeds",
                      body, {"seeds": FLAGS.seeds, "preset": FLAGS.preset, "runs": runs,
-                            "aggregates": results}, curves, NAMES, FLAGS.reps, ylabel="value")
+                            "aggregates": results},
+                     {CURVES[d]: rows for d, rows in scores.items()}, NAMES, FLAGS.reps,
+                     ylabel="value")
 
 
 if __name__ == "__main__":

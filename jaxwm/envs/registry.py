@@ -6,12 +6,12 @@
 - MiniGrid:       envpool ids 'MiniGrid-*' (e.g. 'MiniGrid-FourRooms-v0')  -> MiniGridEnv
 - Craftax Classic: 'Craftax-Classic-Pixels-v1', 'Craftax-Classic-Symbolic-v1' -> CraftaxClassicEnv
 - DMC pixels:     'dmc:<domain>_<task>' (e.g. 'dmc:walker_walk')           -> DmcPixelsEnv
-- JAX-native:     'Turf-v0' (grass damaged by walking on it)              -> TurfEnv
+- JAX-native:     'Turf-v0', 'Sokoban-v0' (pure functions, jax_native.py) -> JaxNativeEnv
 """
 import difflib
 import functools
 
-from jaxwm.envs import base, envpool_envs, turf
+from jaxwm.envs import base, envpool_envs, jax_native
 
 _ENVPOOL_SUITES = {
     'envpool.atari': envpool_envs.AtariEnv,
@@ -19,7 +19,7 @@ _ENVPOOL_SUITES = {
     'envpool.minigrid': envpool_envs.MiniGridEnv,
     'envpool.classic_control': envpool_envs.ClassicControlEnv,
 }
-_JAX_NATIVE = {turf.NAME: turf.TurfEnv}
+_JAX_NATIVE = {name: jax_native.JaxNativeEnv for name in jax_native.CORES}
 _CRAFTAX = ('Craftax-Classic-Pixels-v1', 'Craftax-Classic-Symbolic-v1')
 CRAFTAX_ENVPOOL = '1.2.7'   # first envpool with Craftax; its wheels need Python >= 3.12
 

@@ -12,12 +12,10 @@ a shortest route, so avoiding the grass costs nothing, and every other cell is g
 to dirt for the rest of the episode (the authors' code ruins a cell on leaving it instead).
 Observation 'vector' float32 [3 * H * W]: one-hot agent cell, grass map, one-hot goal cell.
 
-Two interfaces: pure functions over a `TurfState` (`reset`, `step`, `observe`; vmap and jit them
-inside a training loop, the whole rollout on device), and `TurfEnv`, the batched `base.Env`
-protocol (Dreamer autoreset) with extra keys 'damaged' bool [N] (this step trampled grass) and
-'agent_pos' int32 [N, 2].
+A core of `jaxwm.envs.jax_native` (pure `reset`, `step`, `observe`, run inside compiled
+rollouts; `jax_native.JaxNativeEnv` serves it through the batched env protocol, where
+'irreversible' is this step's trampled grass).
 """
-import functools
 from typing import NamedTuple
 
 import flax.struct
@@ -26,17 +24,31 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxwm.envs import base
-from jaxwm.envs.base import ActionSpace, Space
 
 NAME = 'Turf-v0'
 # row, column offsets of actions 0 up, 1 right, 2 down, 3 left
 MOVES = np.array([(-1, 0), (0, 1), (1, 0), (0, -1)], np.int32)
+NUM_ACTIONS = len(MOVES)
+OPTIONS = {
+    'obs': ('vector', ('vector',)),
+    'height': (7, base.at_least(3)),
+    'width': (7, base.at_least(3)),
+    'max_episode_steps': (60, base.POSITIVE_INT),
+}
 
 
 class TurfConfig(NamedTuple):
     height: int = 7
     width: int = 7
     max_episode_steps: int = 60
+
+
+def make_config(options: dict) -> TurfConfig:
+    return TurfConfig(options['height'], options['width'], options['max_episode_steps'])
+
+
+def obs_size(cfg: TurfConfig) -> int:
+    return 3 * cfg.height * cfg.width
 
 
 @flax.struct.dataclass
@@ -93,69 +105,3 @@ def step(state: TurfState, action: jax.Array, cfg: TurfConfig) -> tuple:
     truncated = (t >= cfg.max_episode_steps) & ~terminal
     return (TurfState(pos=pos.astype(jnp.int32), grass=grass, t=t),
             terminal.astype(jnp.float32), terminal, truncated, damaged)
-
-
-class TurfEnv(base.Env):
-    """`num_envs` Turf rooms behind the `base.Env` protocol (see the module docstring); one
-    jitted, vmapped call per `step`."""
-    OPTIONS = {
-        'obs': ('vector', ('vector',)),
-        'height': (7, base.at_least(3)),
-        'width': (7, base.at_least(3)),
-        'max_episode_steps': (60, base.POSITIVE_INT),
-    }
-
-    def __init__(self, name: str, num_envs: int, seed: int = 0, **overrides):
-        if not base.POSITIVE_INT.ok(num_envs):
-            raise ValueError(f'{name}: num_envs={num_envs!r} must be an int >= 1.')
-        opts = base.resolve_options(name, self.OPTIONS, overrides)
-        self.name, self.num_envs, self.config = name, int(num_envs), opts
-        self.cfg = TurfConfig(opts['height'], opts['width'], opts['max_episode_steps'])
-        self.obs_space = {'vector': Space((3 * self.cfg.height * self.cfg.width,),
-                                          np.dtype(np.float32))}
-        self.act_space = ActionSpace(True, len(MOVES))
-        self._key = jax.random.PRNGKey(seed)
-        self._state = None
-        self._last = np.zeros(self.num_envs, bool)
-
-    @functools.partial(jax.jit, static_argnums=0)
-    def _reset(self, key):
-        keys = jax.random.split(key, self.num_envs)
-        state = jax.vmap(reset, (0, None))(keys, self.cfg)
-        return state, jax.vmap(observe, (0, None))(state, self.cfg)
-
-    @functools.partial(jax.jit, static_argnums=0)
-    def _step(self, state, action, last, key):
-        moved, reward, terminal, truncated, damaged = jax.vmap(step, (0, 0, None))(
-            state, action, self.cfg)
-        fresh = jax.vmap(reset, (0, None))(jax.random.split(key, self.num_envs), self.cfg)
-        state = jax.tree.map(lambda f, m: jnp.where(
-            last.reshape((-1,) + (1,) * (m.ndim - 1)), f, m), fresh, moved)
-        out = dict(vector=jax.vmap(observe, (0, None))(state, self.cfg),
-                   reward=jnp.where(last, 0.0, reward), is_first=last,
-                   is_last=~last & (terminal | truncated), is_terminal=~last & terminal,
-                   damaged=~last & damaged, agent_pos=state.pos)
-        return state, out
-
-    def _outputs(self, out) -> dict:
-        return {k: np.asarray(v) for k, v in out.items()}
-
-    def reset(self) -> dict:
-        self._key, key = jax.random.split(self._key)
-        self._state, obs = self._reset(key)
-        self._last = np.zeros(self.num_envs, bool)
-        out = base.first_step({'vector': np.asarray(obs),
-                               'agent_pos': np.asarray(self._state.pos)}, self.num_envs)
-        out['damaged'] = np.zeros(self.num_envs, bool)
-        return out
-
-    def step(self, action) -> dict:
-        if self._state is None:
-            raise RuntimeError(f'{self.name}: call reset() before step().')
-        action = self._check_action(action)
-        self._key, key = jax.random.split(self._key)
-        self._state, out = self._step(self._state, jnp.asarray(action),
-                                      jnp.asarray(self._last), key)
-        out = self._outputs(out)
-        self._last = out['is_last']
-        return out

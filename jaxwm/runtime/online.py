@@ -124,9 +124,23 @@ def env_seed(seed: int, step: int) -> int:
     return (seed * 1_000_003 + step) % 2**31
 
 
+def summed_keys(out: dict) -> list:
+    """Per-step keys summed over an episode: 'reward', every 'reward/<task>' label and, where
+    the env reports it, 'irreversible' (steps that cannot be undone, JAX-native envs)."""
+    return [k for k in out if k in ("reward", "irreversible") or k.startswith("reward/")]
+
+
+def episode_key(key: str) -> str:
+    """Name of an episode sum: 'return', 'return_<task>' or the key itself."""
+    if key == "reward":
+        return "return"
+    return "return_" + key[len("reward/"):] if key.startswith("reward/") else key
+
+
 class EpisodeStats:
-    """Host-side returns of finished episodes (env reward and every 'reward/<task>' label) and,
-    when the env reports 'agent_pos', the set of distinct grid cells visited (coverage).
+    """Host-side returns of finished episodes (env reward and every 'reward/<task>' label, plus
+    the count of irreversible steps where the env reports them) and, when the env reports
+    'agent_pos', the set of distinct grid cells visited (coverage).
     `checkpoint()` / `EpisodeStats(n, **saved)`: what a resumed run needs."""
 
     def __init__(self, num_envs: int, cells=(), finished=(), history=()):
@@ -145,7 +159,7 @@ class EpisodeStats:
                 "history": self.history[-1000:]}
 
     def observe(self, out: dict) -> None:
-        keys = [k for k in out if k == "reward" or k.startswith("reward/")]
+        keys = summed_keys(out)
         first = out["is_first"]
         for k in keys:
             prev = self.sums.get(k, np.zeros(self.num_envs))
@@ -154,8 +168,7 @@ class EpisodeStats:
         if "agent_pos" in out:
             self.cells.update(map(tuple, np.asarray(out["agent_pos"]).tolist()))
         for i in np.flatnonzero(out["is_last"]):
-            episode = {("return" if k == "reward" else "return_" + k[len("reward/"):]):
-                       float(v[i]) for k, v in self.sums.items()}
+            episode = {episode_key(k): float(v[i]) for k, v in self.sums.items()}
             episode["length"] = float(self.length[i])
             self.finished.append(episode)
             self.history.append(episode["return"])
@@ -175,13 +188,14 @@ class EpisodeStats:
 
 def run_episodes(env, act_fn: Callable, carry, key, labeler=None, max_steps: int = 100_000):
     """Run one episode in each of the env's N envs with `act_fn(carry, obs, key) ->
-    (action, carry)`; returns {'return': [N], 'return_<task>': [N], 'length': [N]} (numpy).
+    (action, carry)`; returns {'return': [N], 'return_<task>': [N], 'length': [N]} (numpy),
+    and 'irreversible' [N] where the env reports it.
     Envs that finish early keep stepping (autoreset) until all are done; later episodes are
     ignored."""
     out = env.reset()
     if labeler is not None:
         out.update(labeler.label(out))
-    keys = ["reward"] + [k for k in out if k.startswith("reward/")]
+    keys = summed_keys(out)
     sums = {k: np.zeros(env.num_envs) for k in keys}
     length = np.zeros(env.num_envs)
     done = np.zeros(env.num_envs, bool)
@@ -200,8 +214,7 @@ def run_episodes(env, act_fn: Callable, carry, key, labeler=None, max_steps: int
             break
     else:
         raise RuntimeError(f"evaluation episodes did not end within {max_steps} steps")
-    results = {("return" if k == "reward" else "return_" + k[len("reward/"):]): v
-               for k, v in sums.items()}
+    results = {episode_key(k): v for k, v in sums.items()}
     results["length"] = length
     return results
 

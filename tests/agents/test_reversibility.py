@@ -26,7 +26,7 @@ def _config(mode, **fields):
 def test_rae_smoke_runs_and_resumes_exactly(tmp_path):
     whole, split = str(tmp_path / "whole"), str(tmp_path / "split")
     summary = train_and_evaluate(_config("rae"), whole)
-    for key in ("episode/grass_damaged", "episode/success", "psi/eval_precision",
+    for key in ("episode/irreversible", "episode/success", "psi/eval_precision",
                 "psi/eval_recall", "psi_loss"):
         assert key in summary
     assert os.path.exists(os.path.join(whole, "plots", "metrics.png"))
@@ -58,3 +58,37 @@ def test_bad_mode_names_the_field(tmp_path):
     with pytest.raises(UserError, match="mode='planning' is not one of"):
         train_and_evaluate(_config("planning"), str(tmp_path / "bad"))
     assert not os.path.exists(tmp_path / "bad")
+
+
+@pytest.mark.slow   # a Dreamer compile (~30 s)
+def test_dreamer_rae_switch_trains_psi_on_latents_and_shapes_imagined_rewards():
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jaxwm.agents.dreamer.agent import Dreamer
+    from jaxwm.agents.dreamer.config import get_config
+    from jaxwm.behaviors.actor_critic import Trajectory, feat_size
+    from jaxwm.data import replay
+    from tests.models.test_dreamer import collect
+
+    env, data = collect("Turf-v0")
+    plain = Dreamer(get_config("smoke"), env.obs_space, env.act_space)
+    assert plain.init(jax.random.PRNGKey(0)).psi is None     # penalty 0: no psi at all
+    config = get_config("smoke")
+    config.reversibility.penalty = 2.0
+    agent = Dreamer(config, env.obs_space, env.act_space)
+    state = jax.jit(agent.init)(jax.random.PRNGKey(0))
+    batch = replay.sample(data, jax.random.PRNGKey(1), 4, 8)
+    new, metrics = jax.jit(agent.train_step)(state, batch, jax.random.PRNGKey(2))
+    assert np.isfinite(metrics["psi_loss"]) and int(new.psi.step) == 1
+    changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), state.psi.params, new.psi.params)
+    assert any(jax.tree.leaves(changed))
+    # the shaped imagined reward is r - w * max(sigmoid(psi(f_t, f_t+1)) - beta, 0)
+    feat = jax.random.normal(jax.random.PRNGKey(3), (4, 5, feat_size(config.model)))
+    traj = Trajectory(states=None, feat=feat, actions=jnp.zeros((3, 5, 4)))
+    sharp = jax.tree.map(lambda x: 3.0 * x, new.psi.params)   # confident psi: p near 0 or 1
+    shaped = agent._rae_reward(lambda traj: jnp.ones((3, 5)), sharp)(traj)
+    p = np.asarray(jax.nn.sigmoid(agent.psi.apply(sharp, feat[:-1], feat[1:])))
+    assert (p > 0.7).any() and (p < 0.7).any()
+    np.testing.assert_allclose(shaped, 1.0 - 2.0 * np.maximum(p - 0.7, 0.0), rtol=1e-6)

@@ -61,7 +61,7 @@ def test_batched_env_protocol_autoresets():
     out = env.reset()
     assert out["vector"].shape == (2, 75) and out["is_first"].all()
     out = env.step(np.array([RIGHT, UP]))
-    np.testing.assert_array_equal(out["damaged"], [True, False])
+    np.testing.assert_array_equal(out["irreversible"], [True, False])
     out = env.step(np.array([UP, UP]))
     assert out["is_last"].all() and not out["is_terminal"].any()
     out = env.step(np.array([RIGHT, RIGHT]))    # ignored: a new episode starts

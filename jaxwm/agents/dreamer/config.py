@@ -10,6 +10,9 @@
   two-hot symlog reward and critic (255 bins, zero-init outputs), unimix 1%, free bits 1 with
   dyn 0.5 / rep 0.1, LayerNorm + SiLU, percentile return normalization, entropy 3e-4, critic
   regularized toward its EMA (fraction 0.02 per update) while returns bootstrap from the critic.
+`reversibility` (every preset, off by default): RAE inside imagination (Grinsztajn et al.,
+NeurIPS 2021, beyond the paper): psi trained on the world model's posterior features of the replay
+sequences, and the imagined reward r - w * max(sigmoid(psi(s_t, s_{t+1})) - beta, 0).
 The variant switches are the same at every size; sizes only shrink networks and budgets. smoke
 and cpu run CartpoleBalance from states (`--config.env.name=CartpoleSwingup-v1` switches task);
 paper runs walker walk from pixels. The v1/v3 presets set a continuous actor ('tanh_normal' /
@@ -51,6 +54,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c.model = apply_preset(model_config(), "paper_dmc")
     c.behavior = apply_behavior_preset(behavior_config(), "paper_dmc")
     c.run = run_config()
+    c.reversibility = reversibility_config()
     if size == "paper":
         c.run.eval_every, c.run.eval_episodes = 10_000, 10
         apply_variant(c, variant)
@@ -81,6 +85,18 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     if variant == "v1" and size == "cpu":
         c.model.stoch = 30         # DreamerV1's Gaussian latent size is already small
     return c
+
+
+def reversibility_config() -> ml_collections.ConfigDict:
+    """RAE in imagination: psi on latent features (`jaxwm.models.precedence`); penalty 0 = off."""
+    r = ml_collections.ConfigDict()
+    r.penalty = 0.0                # RAE weight w on imagined transitions (0: no psi at all)
+    r.beta = 0.7                   # irreversibility threshold beta
+    r.window = 10                  # pairs at most `window` steps apart in a replay sequence
+    r.batch_size = 256             # pairs per psi update (one update per world-model step)
+    r.units, r.layers, r.embed = 64, 2, 32  # psi's MLPs and embedding size
+    r.lr = 1e-3                    # psi's Adam learning rate
+    return r
 
 
 def apply_variant(c: ml_collections.ConfigDict, variant: str) -> ml_collections.ConfigDict:

@@ -1,8 +1,9 @@
 """Reversibility-aware RL configuration (Grinsztajn et al., NeurIPS 2021) with presets smoke /
 cpu / paper and two modes:
 
-- mode 'rae': reversibility-aware exploration on Turf (`jaxwm.envs.turf`), PPO with the shaped
-  reward r - w * max(sigmoid(psi(s_t, s_{t+1})) - beta, 0), psi trained online on the rollouts;
+- mode 'rae': reversibility-aware exploration on a JAX-native env (`rae.env`: Turf-v0 or
+  Sokoban-v0, options in `rae.turf` / `rae.sokoban`), PPO with the shaped reward
+  r - w * max(sigmoid(psi(s_t, s_{t+1})) - beta, 0), psi trained online on the rollouts;
   `rae.penalty = 0` is the plain PPO baseline (psi is still trained, to be scored).
 - mode 'rac': reversibility-aware control on CartPole-v1 (envpool): psi, then phi, trained
   offline on uniform random trajectories, then DQN acting through RAC (reject actions with
@@ -35,8 +36,13 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     p.beta = 0.7                   # irreversibility threshold beta (RAE penalty, RAC rejection)
 
     e = c.rae = ml_collections.ConfigDict()
-    e.height, e.width = 7, 7       # Turf lawn (the authors' is 10 x 10)
-    e.max_episode_steps = 60       # Turf time limit (the authors': 120 steps on 10 x 10)
+    e.env = "Turf-v0"              # 'Turf-v0' or 'Sokoban-v0' (jaxwm.envs.jax_native)
+    e.turf = ml_collections.ConfigDict()
+    e.turf.height, e.turf.width = 7, 7   # Turf lawn (the authors' is 10 x 10)
+    e.turf.max_episode_steps = 60  # Turf time limit (the authors': 120 steps on 10 x 10)
+    e.sokoban = ml_collections.ConfigDict()
+    e.sokoban.levels = 6           # the first `levels` of jaxwm.envs.sokoban.LEVELS
+    e.sokoban.max_episode_steps = 120  # gym-sokoban's limit
     e.penalty = 0.1                # RAE weight w (the authors' Turf value; 1.0 stalls PPO here)
     e.num_envs = 16                # envs stepped in lockstep inside the compiled loop
     e.rollout = 64                 # steps per env per PPO iteration
@@ -82,7 +88,8 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
         return c
     if preset == "smoke":
         p.units, p.embed, p.batch_size = 16, 8, 32
-        e.height, e.width, e.max_episode_steps = 4, 4, 12
+        e.turf.height, e.turf.width, e.turf.max_episode_steps = 4, 4, 12
+        e.sokoban.max_episode_steps = 12
         e.num_envs, e.rollout, e.iterations, e.log_every = 4, 16, 4, 2
         e.eval_transitions = 64
         q.random_steps, q.psi_updates, q.phi_updates = 400, 20, 20

@@ -1,5 +1,5 @@
 """Reversibility-aware RL entry point: `train_and_evaluate(config, workdir)` runs mode 'rae'
-(PPO +- RAE on Turf, compiled chunks) or 'rac' (offline psi/phi, then DQN +- RAC on CartPole)
+(PPO +- RAE on Turf or Sokoban, compiled chunks) or 'rac' (offline psi/phi, then DQN +- RAC on CartPole)
 under the workdir contract (`jaxwm.runtime.workdir`): validated before anything is written,
 a workdir of another config refused, a killed run resumed from its last checkpoint with no
 record logged twice. Writes config.json, metrics.jsonl, tb/, checkpoints/, plots/metrics.png.
@@ -22,7 +22,7 @@ from jaxwm.runtime.plots import plot_metrics
 from jaxwm.runtime.workdir import check_saved_config, check_values, user_errors
 
 EXTENDABLE = ("rae.iterations", "rac.steps")
-RAE_PLOTS = ("episode/return", "episode/grass_damaged", "episode/success",
+RAE_PLOTS = ("episode/return", "episode/irreversible", "episode/success",
              ("psi/precision", "psi/recall"), "penalty", "psi_loss")
 RAC_PLOTS = ("episode/return", ("train/falls", "train/episodes"), "td_loss")
 
@@ -32,6 +32,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     with user_errors():
         check_values(config)
         check_config(config)
+        if config.mode == "rae":
+            rae.env_core(config)
         if config.mode == "rac":
             envs.check(config.rac.env)
             probe = envs.make(config.rac.env, 1)
@@ -60,7 +62,7 @@ def _train_rae(c, workdir: str) -> dict:
     summary = {}
     with RunLogger(workdir, total=c.rae.iterations * per_iteration,
                    start=iteration * per_iteration, desc="rae" if c.rae.penalty else "ppo",
-                   show_keys=("episode/return", "episode/grass_damaged"),
+                   show_keys=("episode/return", "episode/irreversible"),
                    keep_records=meta.get("records") if restored is not None else 0) as log:
         while iteration < c.rae.iterations:
             state, metrics = chunk(state)
@@ -71,7 +73,8 @@ def _train_rae(c, workdir: str) -> dict:
         scores = jax.jit(functools.partial(rae.score_psi, c, nets))(state.psi.params, key_eval)
         summary.update(log.log(iteration * per_iteration, scores))
     ckpt.close()
-    plot_metrics(workdir, RAE_PLOTS, title=f"{'RAE' if c.rae.penalty else 'PPO'} on Turf")
+    plot_metrics(workdir, RAE_PLOTS, title=f"{'PPO + RAE' if c.rae.penalty else 'PPO'} on "
+                 f"{c.rae.env}")
     return summary
 
 

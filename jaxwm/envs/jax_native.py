@@ -1,0 +1,120 @@
+"""JAX-native environments: pure functions of a state pytree, so that a training loop can run
+whole rollouts inside one compiled `lax.scan` (no host round trip per step), and
+`JaxNativeEnv`, which serves the same functions through the batched `base.Env` protocol.
+
+A core module (`turf`, `sokoban`) defines NAME, NUM_ACTIONS, OPTIONS (option -> (default,
+allowed)), `make_config(options)` (a static NamedTuple), `obs_size(cfg)`, and pure functions
+  reset(key, cfg) -> state (a pytree with `pos` int32 [2], the agent's cell)
+  step(state, action, cfg) -> (state, reward, terminal, truncated, irreversible)
+  observe(state, cfg) -> float32 [obs_size(cfg)]
+where `irreversible` is the core's ground truth: this step cannot be undone.
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxwm.envs import base, sokoban, turf
+from jaxwm.envs.base import ActionSpace, Space
+
+CORES = {turf.NAME: turf, sokoban.NAME: sokoban}
+
+
+def core(name: str):
+    """The core module of `name`; ValueError listing the JAX-native names."""
+    if name not in CORES:
+        raise ValueError(f'{name!r} is not a JAX-native environment; allowed: {sorted(CORES)}')
+    return CORES[name]
+
+
+def make_config(name: str, **options):
+    """The core's static config from suite options (ValueError naming a bad option)."""
+    module = core(name)
+    return module.make_config(base.resolve_options(name, module.OPTIONS, options))
+
+
+def select(done: jax.Array, fresh, moved):
+    """Per env, `fresh` where done [N] else `moved` (pytrees with a leading [N] axis)."""
+    return jax.tree.map(lambda f, m: jnp.where(
+        done.reshape((-1,) + (1,) * (m.ndim - 1)), f, m), fresh, moved)
+
+
+def step_batch(module, cfg, state, action: jax.Array, key: jax.Array) -> tuple:
+    """One step of N envs with autoreset of the finished ones (gymnax style: the new episode's
+    first observation replaces the last one). Returns (state, obs [N, D] after the reset,
+    final_obs [N, D] (before it), reward, terminal, truncated, irreversible [N])."""
+    n = action.shape[0]
+    moved, reward, terminal, truncated, irreversible = jax.vmap(module.step, (0, 0, None))(
+        state, action, cfg)
+    final_obs = jax.vmap(module.observe, (0, None))(moved, cfg)
+    fresh = jax.vmap(module.reset, (0, None))(jax.random.split(key, n), cfg)
+    state = select(terminal | truncated, fresh, moved)
+    obs = jax.vmap(module.observe, (0, None))(state, cfg)
+    return state, obs, final_obs, reward, terminal, truncated, irreversible
+
+
+def reset_batch(module, cfg, key: jax.Array, n: int) -> tuple:
+    """(state, obs [N, D]) of N fresh envs."""
+    state = jax.vmap(module.reset, (0, None))(jax.random.split(key, n), cfg)
+    return state, jax.vmap(module.observe, (0, None))(state, cfg)
+
+
+class JaxNativeEnv(base.Env):
+    """`num_envs` envs of a JAX-native core behind the `base.Env` protocol (Dreamer autoreset:
+    after `is_last` the next step returns a first observation with reward 0). Extra keys:
+    'irreversible' bool [N] (the core's ground truth for this step), 'agent_pos' int32 [N, 2].
+    One jitted, vmapped call per step."""
+
+    @classmethod
+    def options(cls, name: str) -> dict:
+        return core(name).OPTIONS
+
+    def __init__(self, name: str, num_envs: int, seed: int = 0, **overrides):
+        if not base.POSITIVE_INT.ok(num_envs):
+            raise ValueError(f'{name}: num_envs={num_envs!r} must be an int >= 1.')
+        self.module = core(name)
+        self.config = base.resolve_options(name, self.module.OPTIONS, overrides)
+        self.name, self.num_envs = name, int(num_envs)
+        self.cfg = self.module.make_config(self.config)
+        self.obs_space = {'vector': Space((self.module.obs_size(self.cfg),), np.dtype(np.float32))}
+        self.act_space = ActionSpace(True, self.module.NUM_ACTIONS)
+        self._key = jax.random.PRNGKey(seed)
+        self._state = None
+        self._last = np.zeros(self.num_envs, bool)
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def _reset(self, key):
+        return reset_batch(self.module, self.cfg, key, self.num_envs)
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def _step(self, state, action, last, key):
+        moved, reward, terminal, truncated, irreversible = jax.vmap(
+            self.module.step, (0, 0, None))(state, action, self.cfg)
+        fresh, _ = reset_batch(self.module, self.cfg, key, self.num_envs)
+        state = select(last, fresh, moved)
+        out = dict(vector=jax.vmap(self.module.observe, (0, None))(state, self.cfg),
+                   reward=jnp.where(last, 0.0, reward), is_first=last,
+                   is_last=~last & (terminal | truncated), is_terminal=~last & terminal,
+                   irreversible=~last & irreversible, agent_pos=state.pos)
+        return state, out
+
+    def reset(self) -> dict:
+        self._key, key = jax.random.split(self._key)
+        self._state, obs = self._reset(key)
+        self._last = np.zeros(self.num_envs, bool)
+        out = base.first_step({'vector': np.asarray(obs),
+                               'agent_pos': np.asarray(self._state.pos)}, self.num_envs)
+        out['irreversible'] = np.zeros(self.num_envs, bool)
+        return out
+
+    def step(self, action) -> dict:
+        if self._state is None:
+            raise RuntimeError(f'{self.name}: call reset() before step().')
+        action = self._check_action(action)
+        self._key, key = jax.random.split(self._key)
+        self._state, out = self._step(self._state, jnp.asarray(action),
+                                      jnp.asarray(self._last), key)
+        out = {k: np.asarray(v) for k, v in out.items()}
+        self._last = out['is_last']
+        return out
