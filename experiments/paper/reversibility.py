@@ -7,6 +7,9 @@ r"""Reversibility-aware RL (Grinsztajn et al., NeurIPS 2021) at the cpu preset, 
 - CartPole-v1: DQN vs DQN + RAC (psi and phi trained offline on random transitions): falls over
   training, episodes before the first fall, mean training return, greedy evaluation return and
   falls, and the fraction of random transitions psi calls irreversible.
+- Turf, beyond the paper: DreamerV2 (cpu preset, 5k env steps) with and without RAE inside
+  imagination (psi on the world model's latent features, `reversibility.penalty` 0.1): grass
+  damaged per episode and goal reached over training, and the final evaluation.
 Each comparison also gets the paired per-seed difference (RAE - PPO, RAC - DQN) with a 95%
 bootstrap CI. Finished runs are reused and killed runs resume. Writes table.md, results.json and
 curves.png (irreversible steps per episode and falls so far, IQM over seeds).
@@ -19,21 +22,30 @@ from absl import app
 from absl import flags
 import numpy as np
 
+from jaxwm.agents.dreamer import config as dreamer_config
 from jaxwm.agents.reversibility import config as rev_config
 from jaxwm.runtime import grid
 from jaxwm.runtime import stats as run_stats
 
-TRAIN_FN = "jaxwm.agents.reversibility.train:train_and_evaluate"
+TRAIN_FNS = {"rae": "jaxwm.agents.reversibility.train:train_and_evaluate",
+             "rac": "jaxwm.agents.reversibility.train:train_and_evaluate",
+             "dreamer": "jaxwm.agents.dreamer.train:train_and_evaluate"}
+# Dreamer on Turf (RAE inside imagination): its cpu preset with this budget
+DREAMER_STEPS, DREAMER_EVAL_EVERY = 5_000, 1_000
 # domain -> mode, shared field overrides, {method: its own overrides}
 DOMAINS = {
     "turf": ("rae", {"rae.env": "Turf-v0"}, {"ppo": {"rae.penalty": 0.0}, "rae": {}}),
     "sokoban": ("rae", {"rae.env": "Sokoban-v0"},
                 {"ppo": {"rae.penalty": 0.0}, "rae": {}}),
     "cartpole": ("rac", {}, {"dqn": {"rac.enabled": False}, "rac": {}}),
+    "turf_dreamer": ("dreamer", {"env.name": "Turf-v0"},
+                     {"dreamer": {}, "dreamer_rae": {"reversibility.penalty": 0.1}}),
 }
-TITLES = {"turf": "Turf (RAE)", "sokoban": "Sokoban (RAE)", "cartpole": "CartPole-v1 (RAC)"}
-NAMES = {"ppo": "PPO", "rae": "PPO + RAE", "dqn": "DQN", "rac": "DQN + RAC"}
-FINAL_KEY = {"rae": "psi/eval_precision", "rac": "eval/return"}
+TITLES = {"turf": "Turf (RAE)", "sokoban": "Sokoban (RAE)", "cartpole": "CartPole-v1 (RAC)",
+          "turf_dreamer": "Turf, DreamerV2 +- RAE in imagination"}
+NAMES = {"ppo": "PPO", "rae": "PPO + RAE", "dqn": "DQN", "rac": "DQN + RAC",
+         "dreamer": "DreamerV2", "dreamer_rae": "DreamerV2 + RAE"}
+FINAL_KEY = {"rae": "psi/eval_precision", "rac": "eval/return", "dreamer": "eval/return"}
 FLAGS = flags.FLAGS
 
 
@@ -49,8 +61,17 @@ def define_flags():
 
 def build_config(domain: str, method: str, seed: int, preset: str = "cpu"):
     mode, shared, methods = DOMAINS[domain]
-    c = rev_config.get_config(preset)
-    c.mode, c.seed = mode, seed
+    if mode == "dreamer":
+        c = dreamer_config.get_config(preset)
+        c.env.overrides = {}
+        r = c.run
+        if preset != "smoke":
+            r.steps, r.eval_every = DREAMER_STEPS, DREAMER_EVAL_EVERY
+            r.checkpoint_every, r.log_every = DREAMER_STEPS // 2, DREAMER_EVAL_EVERY // 2
+    else:
+        c = rev_config.get_config(preset)
+        c.mode = mode
+    c.seed = seed
     for path, value in {**shared, **methods[method]}.items():
         block, name = path.split(".")
         c[block][name] = value
@@ -58,6 +79,8 @@ def build_config(domain: str, method: str, seed: int, preset: str = "cpu"):
 
 
 def last_step(c) -> int:
+    if "run" in c:
+        return c.run.steps
     if c.mode == "rae":
         return c.rae.iterations * c.rae.num_envs * c.rae.rollout
     return c.rac.steps
@@ -72,13 +95,14 @@ def run_grid(domains, seeds: int, preset: str, out_dir: str) -> dict:
         c = build_config(domain, method, seed, preset)
         workdir = os.path.join(out_dir, domain, method, f"seed_{seed}")
         tag = f"[{i + 1}/{len(cells)}] {domain} {method} seed {seed}"
-        if grid.is_finished(workdir, last_step(c), FINAL_KEY[c.mode]):
+        mode = DOMAINS[domain][0]
+        if grid.is_finished(workdir, last_step(c), FINAL_KEY[mode]):
             print(f"{tag}: finished run reused", flush=True)
         elif FLAGS.report_only:
             print(f"{tag}: not finished, left out", flush=True)
             continue
         else:
-            todo.append(grid.Run(tag, TRAIN_FN, c.to_dict(), workdir))
+            todo.append(grid.Run(tag, TRAIN_FNS[mode], c.to_dict(), workdir))
         runs.setdefault(domain, {}).setdefault(method, {})[seed] = workdir
     grid.run_all(todo, FLAGS.jobs)
     return runs
@@ -118,6 +142,26 @@ def rac_scores(workdir: str) -> dict:
             "curve": {r["step"]: r["train/falls"] for r in train}}
 
 
+def dreamer_scores(workdir: str) -> dict:
+    """Grass damaged per episode and success (Turf's return is 1 exactly at the goal) over all
+    training episodes and over the last 10% of the logs, the final evaluation, and the
+    grass-damaged curve."""
+    records = run_stats.read_records(workdir)
+    logs = [r for r in records if "episode/irreversible" in r]
+    tail = logs[-max(1, len(logs) // 10):]
+    weighted = lambda rows, key: (sum(r[key] * r["episode/count"] for r in rows)  # noqa: E731
+                                  / max(sum(r["episode/count"] for r in rows), 1.0))
+    final = [r for r in records if "eval/return" in r][-1]
+    return {"irreversible_all": weighted(logs, "episode/irreversible"),
+            "irreversible_last": weighted(tail, "episode/irreversible"),
+            "success_all": weighted(logs, "episode/return"),
+            "eval_success": final["eval/return"], "eval_irreversible": final["eval/irreversible"],
+            "curve": {r["step"]: r["episode/irreversible"] for r in logs}}
+
+
+SCORES = {"rae": rae_scores, "rac": rac_scores, "dreamer": dreamer_scores}
+
+
 def _rae_columns(irreversible: str, success: str) -> list:
     return [("irreversible_all", f"{irreversible} / episode (all training)"),
             ("irreversible_last", f"{irreversible} / episode (last 10%)"),
@@ -132,10 +176,17 @@ COLUMNS = {
                  ("before_first_fall", "episodes before the first fall"),
                  ("train_return", "mean training return"), ("eval_return", "greedy eval return"),
                  ("eval_falls", "greedy eval falls"), ("flagged", "random steps psi flags")],
+    "turf_dreamer": [("irreversible_all", "grass damaged / episode (all training)"),
+                     ("irreversible_last", "grass damaged / episode (last 10%)"),
+                     ("success_all", "goal reached (all training)"),
+                     ("eval_success", "goal reached (final evaluation)"),
+                     ("eval_irreversible", "grass damaged (final evaluation)")],
 }
-PAIRS = {"turf": ("rae", "ppo"), "sokoban": ("rae", "ppo"), "cartpole": ("rac", "dqn")}
+PAIRS = {"turf": ("rae", "ppo"), "sokoban": ("rae", "ppo"), "cartpole": ("rac", "dqn"),
+         "turf_dreamer": ("dreamer_rae", "dreamer")}
 CURVES = {"turf": "Turf: grass damaged per episode", "sokoban": "Sokoban: corner pushes per "
-          "episode", "cartpole": "CartPole: falls so far"}
+          "episode", "cartpole": "CartPole: falls so far",
+          "turf_dreamer": "Turf, Dreamer: grass damaged per episode"}
 
 
 def _cell(st: dict, small: bool) -> str:
@@ -185,8 +236,8 @@ def main(argv):
         raise app.UsageError(f"--preset={FLAGS.preset!r}; allowed: {rev_config.PRESETS}")
     os.makedirs(FLAGS.out_dir, exist_ok=True)
     runs = run_grid(FLAGS.domains, FLAGS.seeds, FLAGS.preset, FLAGS.out_dir)
-    scores = {domain: {method: {s: (rae_scores if DOMAINS[domain][0] == "rae" else rac_scores)(w)
-                                for s, w in seeds.items()} for method, seeds in methods.items()}
+    scores = {domain: {method: {s: SCORES[DOMAINS[domain][0]](w) for s, w in seeds.items()}
+                       for method, seeds in methods.items()}
               for domain, methods in runs.items()}
     body, results = report(scores, FLAGS.reps, FLAGS.preset)
     grid.save_report(FLAGS.out_dir, f"Reversibility-aware RL, IQM over up to {FLAGS.seeds} seeds",

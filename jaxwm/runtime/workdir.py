@@ -50,7 +50,8 @@ FLOAT_RANGES = {
     "actor_unimix": (0.0, 1.0), "momentum": (0.0, 1.0), "expectile": (0.0, 1.0),
     "offline_fraction": (0.0, 1.0), "slow_target_fraction": (0.0, 1.0),
     "return_norm_decay": (0.0, 1.0), "norm_decay": (0.0, 1.0), "actor_grad_mix": (0.0, 1.0),
-    "scale_tau": (0.0, 1.0), "diversity_scale": (0.0, 1.0),
+    "scale_tau": (0.0, 1.0), "diversity_scale": (0.0, 1.0), "beta": (0.0, 1.0),
+    "gae_lambda": (0.0, 1.0), "epsilon_start": (0.0, 1.0), "epsilon_end": (0.0, 1.0),
 }
 POSITIVE_FLOATS = re.compile(r"^(lr|.*_lr|eps|opt_eps|clip|grad_clip|.*_std|min_std|max_std|"
                              r"temperature|bin_range|policy_std|awr_scale)$")

@@ -54,10 +54,24 @@ def test_rac_smoke_runs_and_a_rerun_logs_nothing_twice(tmp_path):
     assert [r["step"] for r in again] == [r["step"] for r in records]
 
 
-def test_bad_mode_names_the_field(tmp_path):
-    with pytest.raises(UserError, match="mode='planning' is not one of"):
-        train_and_evaluate(_config("planning"), str(tmp_path / "bad"))
+@pytest.mark.parametrize("mode, fields, message", [
+    ("planning", {}, "mode='planning' is not one of"),
+    ("rae", {"rae.env": "Turf-v1"}, r"rae.env='Turf-v1' is not one of \['Sokoban-v0', 'Turf-v0'\]"),
+    ("rae", {"rae.penalty": -1.0}, r"rae.penalty=-1.0: must be >= 0"),
+    ("rac", {"rac.beta": 1.5}, r"rac.beta=1.5: must be in \[0.0, 1.0\]"),
+    ("rac", {"rac.env": "Pong-v5"}, "RAC needs discrete actions and vector observations"),
+])
+def test_bad_values_name_the_field_and_write_nothing(tmp_path, mode, fields, message):
+    with pytest.raises(UserError, match=message):
+        train_and_evaluate(_config(mode, **fields), str(tmp_path / "bad"))
     assert not os.path.exists(tmp_path / "bad")
+
+
+def test_bad_turf_option_names_the_option(tmp_path):
+    c = _config("rae")
+    c.rae.turf.height = 2
+    with pytest.raises(UserError, match="override height=2 is invalid; allowed: an int >= 3"):
+        train_and_evaluate(c, str(tmp_path / "bad"))
 
 
 @pytest.mark.slow   # a Dreamer compile (~30 s)

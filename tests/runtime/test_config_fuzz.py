@@ -22,12 +22,14 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from experiments.configs import cascade, dreamer, fowm, plan2explore, planet, tdmpc, world_model
+from experiments.configs import (cascade, dreamer, fowm, plan2explore, planet, reversibility,
+                                 tdmpc, world_model)
 from jaxwm.agents.cascade import train as cascade_train
 from jaxwm.agents.dreamer import train as dreamer_train
 from jaxwm.agents.fowm import train as fowm_train
 from jaxwm.agents.plan2explore import train as plan2explore_train
 from jaxwm.agents.planet import train as planet_train
+from jaxwm.agents.reversibility import train as reversibility_train
 from jaxwm.agents.tdmpc import train as tdmpc_train
 from jaxwm.runtime import checkpoint, online, world_model_training
 from jaxwm.runtime.logging import save_config
@@ -43,6 +45,7 @@ BINARIES = {
     "tdmpc": (tdmpc, tdmpc_train, "train_and_evaluate"),
     "fowm": (fowm, fowm_train, "train_and_evaluate"),
     "planet": (planet, planet_train, "train_and_evaluate"),
+    "reversibility": (reversibility, reversibility_train, "train_and_evaluate"),
 }
 
 # Plausible values of string fields (by the last name of their dotted path), valid or not for
@@ -70,6 +73,8 @@ PLAUSIBLE = {
              "MiniGrid-FourRooms-v0", "MiniGrid-Empty-5x5-v0", "dmc:walker_walk",
              "dmc:cartpole_swingup", "Craftax-Classic-Symbolic-v1", "dmc:", "Pong", "cartpole"),
     "obs": ("vector", "image", "both", "pixels"),
+    "mode": ("rae", "rac", "ppo"),
+    "env": ("Turf-v0", "Sokoban-v0", "CartPole-v1", "Acrobot-v1", "Pong-v5", "WalkerWalk-v1"),
 }
 JUNK = ("", " ", "junk", "None", "nan", "0", "-1", "ä∂ß", "x" * 300, "two\nlines", "a,b",
         "../../etc", "%s{}")

@@ -100,12 +100,9 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
 
 
 def check_config(c: ml_collections.ConfigDict) -> None:
-    """ValueError naming a bad mode or an inconsistent size."""
+    """ValueError naming a bad mode or an inconsistent size (ranges: `workdir.check_values`)."""
     if c.mode not in MODES:
         raise ValueError(f"mode={c.mode!r} is not one of {MODES}")
-    if not 0.0 <= c.precedence.beta <= 1.0 or not 0.0 <= c.rac.beta <= 1.0:
-        raise ValueError(f"precedence.beta={c.precedence.beta}, rac.beta={c.rac.beta}: "
-                         "thresholds on a probability must be in [0, 1]")
     e = c.rae
     if (e.num_envs * e.rollout) % e.minibatches:
         raise ValueError(f"rae.minibatches={e.minibatches} must divide rae.num_envs * "
