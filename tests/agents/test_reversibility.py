@@ -106,3 +106,17 @@ def test_dreamer_rae_switch_trains_psi_on_latents_and_shapes_imagined_rewards():
     p = np.asarray(jax.nn.sigmoid(agent.psi.apply(sharp, feat[:-1], feat[1:])))
     assert (p > 0.7).any() and (p < 0.7).any()
     np.testing.assert_allclose(shaped, 1.0 - 2.0 * np.maximum(p - 0.7, 0.0), rtol=1e-6)
+
+
+def test_paper_preset_holds_the_authors_settings():
+    c = rev_config.get_config("paper")
+    rev_config.check_config(c)
+    p, e, q = c.precedence, c.rae, c.rac
+    assert (p.beta, p.lr, p.window, p.batch_size) == (0.7, 1e-2, 100, 128)
+    assert (e.env, e.turf.height, e.turf.width, e.turf.max_episode_steps) == (
+        "Turf-v0", 10, 10, 120)
+    assert (e.penalty, e.lr, e.epochs, e.entropy_coef, e.clip_eps) == (0.1, 3e-4, 10, 0.05, 0.2)
+    # PPO minibatches of 64 from 2048-step rollouts, 5M env steps
+    assert e.num_envs * e.rollout // e.minibatches == 64
+    assert e.iterations * e.num_envs * e.rollout == 4_997_120
+    assert (q.env, q.random_steps, q.phi_updates, q.beta) == ("CartPole-v0", 5_000, 100_000, 0.7)

@@ -9,8 +9,15 @@ cpu / paper and two modes:
   offline on uniform random trajectories, then DQN acting through RAC (reject actions with
   phi > beta); `rac.enabled = False` is the unconstrained DQN baseline.
 
-paper: the paper's stated values, beta = 0.7 for RAE; the rest of its per-task settings are taken
-from its appendix where stated (see the fields' comments); cpu: runs of about a minute here;
+paper: the settings of the authors' code (github.com/nathangrinsztajn/NoTurningBack, read for
+facts): beta 0.7; RAE on a 10 x 10 Turf with 120-step episodes, w 0.1, PPO with 2048-step
+rollouts, minibatches of 64, 10 epochs, lr 3e-4, entropy 0.05, 5M env steps, psi trained online
+with Adam lr 0.01 on batches of 128 pairs at most 100 steps apart (about 10 steps per 500 env
+steps, on the newest ~2k steps); RAC on CartPole-v0 (200-step episodes) with psi and phi from 5000
+random transitions (phi: 1e5 steps). Differences: MLPs on one-hot vectors instead of their
+small CNN on 10 x 10 images; their Turf path winds, ours is an L-turn-L (`envs/turf.py`); one
+pair window and batch for RAE and RAC (theirs: 200 and 256 for RAC); their Cartpole learner
+is PPO for 1M steps, ours DQN, as this project's issue asks. cpu: about a minute per run here;
 smoke: seconds (tests).
 """
 import ml_collections
@@ -83,8 +90,15 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     q.eval_episodes = 10           # greedy evaluation episodes at the end
 
     if preset == "paper":
-        e.iterations = 1_000
-        q.steps = 100_000
+        p.lr, p.window, p.batch_size = 1e-2, 100, 128
+        e.turf.height, e.turf.width, e.turf.max_episode_steps = 10, 10, 120
+        e.num_envs, e.rollout, e.history = 1, 2048, 2048
+        e.iterations, e.log_every = 2_440, 20       # 5.0M env steps
+        e.psi_updates = 41                          # ~10 per 500 env steps
+        e.lr, e.epochs, e.minibatches, e.entropy_coef = 3e-4, 10, 32, 0.05
+        q.env, q.random_steps, q.psi_updates, q.phi_updates = "CartPole-v0", 5_000, 4_000, 100_000
+        q.steps, q.replay_capacity, q.epsilon_steps = 1_000_000, 100_000, 100_000
+        q.log_every, q.checkpoint_every = 10_000, 100_000
         return c
     if preset == "smoke":
         p.units, p.embed, p.batch_size = 16, 8, 32
