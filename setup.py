@@ -31,5 +31,9 @@ setup(
         "pandas<3",
         "numpy",
     ],
-    extras_require={"test": ["pytest", "pytest-xdist", "hypothesis"]},
+    extras_require={
+        "test": ["pytest", "pytest-xdist", "hypothesis", "xminigrid>=0.9.3"],
+        # JAX-native MiniGrid layouts ('xminigrid:MiniGrid-*' env names)
+        "jax-envs": ["xminigrid>=0.9.3"],
+    },
 )

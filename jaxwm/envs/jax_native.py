@@ -2,12 +2,15 @@
 whole rollouts inside one compiled `lax.scan` (no host round trip per step), and
 `JaxNativeEnv`, which serves the same functions through the batched `base.Env` protocol.
 
-A core module (`turf`, `sokoban`) defines NAME, NUM_ACTIONS, OPTIONS (option -> (default,
-allowed)), `make_config(options)` (a static NamedTuple), `obs_size(cfg)`, and pure functions
-  reset(key, cfg) -> state (a pytree with `pos` int32 [2], the agent's cell)
+A core module (`turf`, `sokoban`, `xminigrid_env` for the 'xminigrid:' names) defines
+NUM_ACTIONS, OPTIONS (option -> (default, allowed)), `make_config(options, name)` (a static,
+hashable NamedTuple), `obs_size(cfg)`, and pure functions
+  reset(key, cfg) -> state (a pytree)
   step(state, action, cfg) -> (state, reward, terminal, truncated, irreversible)
   observe(state, cfg) -> float32 [obs_size(cfg)]
-where `irreversible` is the core's ground truth: this step cannot be undone.
+  info(state) -> {extra key: array} (e.g. 'agent_pos')
+where `irreversible` is the core's ground truth that this step cannot be undone (always False
+where it is unknown).
 """
 import functools
 
@@ -15,23 +18,33 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxwm.envs import base, sokoban, turf
+from jaxwm.envs import base, sokoban, turf, xminigrid_env
 from jaxwm.envs.base import ActionSpace, Space
 
 CORES = {turf.NAME: turf, sokoban.NAME: sokoban}
 
 
+def names() -> list:
+    """Every JAX-native name: the cores' and, with xminigrid installed, 'xminigrid:...'."""
+    return sorted(CORES) + list(xminigrid_env.names())
+
+
 def core(name: str):
     """The core module of `name`; ValueError listing the JAX-native names."""
-    if name not in CORES:
-        raise ValueError(f'{name!r} is not a JAX-native environment; allowed: {sorted(CORES)}')
-    return CORES[name]
+    if name in CORES:
+        return CORES[name]
+    if name.startswith(xminigrid_env.PREFIX):
+        if not xminigrid_env.available():
+            raise ValueError(f"{name} needs xminigrid: pip install -e '.[jax-envs]'")
+        if name in xminigrid_env.names():
+            return xminigrid_env
+    raise ValueError(f'{name!r} is not a JAX-native environment; allowed: {names()}')
 
 
 def make_config(name: str, **options):
     """The core's static config from suite options (ValueError naming a bad option)."""
     module = core(name)
-    return module.make_config(base.resolve_options(name, module.OPTIONS, options))
+    return module.make_config(base.resolve_options(name, module.OPTIONS, options), name)
 
 
 def select(done: jax.Array, fresh, moved):
@@ -63,8 +76,8 @@ def reset_batch(module, cfg, key: jax.Array, n: int) -> tuple:
 class JaxNativeEnv(base.Env):
     """`num_envs` envs of a JAX-native core behind the `base.Env` protocol (Dreamer autoreset:
     after `is_last` the next step returns a first observation with reward 0). Extra keys:
-    'irreversible' bool [N] (the core's ground truth for this step), 'agent_pos' int32 [N, 2].
-    One jitted, vmapped call per step."""
+    'irreversible' bool [N] (the core's ground truth for this step) and the core's `info`
+    (e.g. 'agent_pos' int32 [N, 2]). One jitted, vmapped call per step."""
 
     @classmethod
     def options(cls, name: str) -> dict:
@@ -76,7 +89,7 @@ class JaxNativeEnv(base.Env):
         self.module = core(name)
         self.config = base.resolve_options(name, self.module.OPTIONS, overrides)
         self.name, self.num_envs = name, int(num_envs)
-        self.cfg = self.module.make_config(self.config)
+        self.cfg = self.module.make_config(self.config, name)
         self.obs_space = {'vector': Space((self.module.obs_size(self.cfg),), np.dtype(np.float32))}
         self.act_space = ActionSpace(True, self.module.NUM_ACTIONS)
         self._key = jax.random.PRNGKey(seed)
@@ -96,15 +109,16 @@ class JaxNativeEnv(base.Env):
         out = dict(vector=jax.vmap(self.module.observe, (0, None))(state, self.cfg),
                    reward=jnp.where(last, 0.0, reward), is_first=last,
                    is_last=~last & (terminal | truncated), is_terminal=~last & terminal,
-                   irreversible=~last & irreversible, agent_pos=state.pos)
+                   irreversible=~last & irreversible, **jax.vmap(self.module.info)(state))
         return state, out
 
     def reset(self) -> dict:
         self._key, key = jax.random.split(self._key)
         self._state, obs = self._reset(key)
         self._last = np.zeros(self.num_envs, bool)
+        extra = jax.vmap(self.module.info)(self._state)
         out = base.first_step({'vector': np.asarray(obs),
-                               'agent_pos': np.asarray(self._state.pos)}, self.num_envs)
+                               **{k: np.asarray(v) for k, v in extra.items()}}, self.num_envs)
         out['irreversible'] = np.zeros(self.num_envs, bool)
         return out
 

@@ -6,7 +6,8 @@
 - MiniGrid:       envpool ids 'MiniGrid-*' (e.g. 'MiniGrid-FourRooms-v0')  -> MiniGridEnv
 - Craftax Classic: 'Craftax-Classic-Pixels-v1', 'Craftax-Classic-Symbolic-v1' -> CraftaxClassicEnv
 - DMC pixels:     'dmc:<domain>_<task>' (e.g. 'dmc:walker_walk')           -> DmcPixelsEnv
-- JAX-native:     'Turf-v0', 'Sokoban-v0' (pure functions, jax_native.py) -> JaxNativeEnv
+- JAX-native:     'Turf-v0', 'Sokoban-v0', 'xminigrid:MiniGrid-*' (with xminigrid installed;
+                  jax_native.py, xminigrid_env.py)                        -> JaxNativeEnv
 """
 import difflib
 import functools
@@ -19,7 +20,7 @@ _ENVPOOL_SUITES = {
     'envpool.minigrid': envpool_envs.MiniGridEnv,
     'envpool.classic_control': envpool_envs.ClassicControlEnv,
 }
-_JAX_NATIVE = {name: jax_native.JaxNativeEnv for name in jax_native.CORES}
+
 _CRAFTAX = ('Craftax-Classic-Pixels-v1', 'Craftax-Classic-Symbolic-v1')
 CRAFTAX_ENVPOOL = '1.2.7'   # first envpool with Craftax; its wheels need Python >= 3.12
 
@@ -38,7 +39,8 @@ def _envpool_ids() -> dict:
     ids = {name: _ENVPOOL_SUITES[spec[0]] for name, spec in registry.specs.items()
            if spec[0] in _ENVPOOL_SUITES}
     ids = {name: cls for name, cls in ids.items() if '/' not in name}   # not envpool's phys2d/
-    return ids | {name: envpool_envs.CraftaxClassicEnv for name in _CRAFTAX} | _JAX_NATIVE
+    native = {name: jax_native.JaxNativeEnv for name in jax_native.names()}
+    return ids | {name: envpool_envs.CraftaxClassicEnv for name in _CRAFTAX} | native
 
 
 @functools.cache
@@ -66,6 +68,8 @@ def env_class(name: str) -> type:
                              f'{envpool.__version__}), whose wheels need Python >= 3.12: '
                              'rebuild .venv with python3.12')
         return _envpool_ids()[name]
+    elif name.startswith('xminigrid:') and not jax_native.xminigrid_env.available():
+        jax_native.core(name)    # raises: names the missing extra
     candidates = _dmc_ids() if name.startswith('dmc:') else supported_ids()
     close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.5)
     hint = f' Close matches: {close}.' if close else ''

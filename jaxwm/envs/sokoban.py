@@ -93,7 +93,7 @@ class SokobanState:
     t: jax.Array          # int32 []
 
 
-def make_config(options: dict) -> SokobanConfig:
+def make_config(options: dict, name: str) -> SokobanConfig:
     return SokobanConfig(options['levels'], options['max_episode_steps'])
 
 
@@ -156,3 +156,8 @@ def step(state: SokobanState, action: jax.Array, cfg: SokobanConfig) -> tuple:
     truncated = (t >= cfg.max_episode_steps) & ~solved
     return (state.replace(pos=pos, boxes=boxes, t=t), reward.astype(jnp.float32), solved,
             truncated, irreversible)
+
+
+def info(state) -> dict:
+    """Extra keys of the batched env: 'agent_pos' int32 [2] (row, column)."""
+    return {'agent_pos': state.pos}

@@ -43,7 +43,7 @@ class TurfConfig(NamedTuple):
     max_episode_steps: int = 60
 
 
-def make_config(options: dict) -> TurfConfig:
+def make_config(options: dict, name: str) -> TurfConfig:
     return TurfConfig(options['height'], options['width'], options['max_episode_steps'])
 
 
@@ -105,3 +105,8 @@ def step(state: TurfState, action: jax.Array, cfg: TurfConfig) -> tuple:
     truncated = (t >= cfg.max_episode_steps) & ~terminal
     return (TurfState(pos=pos.astype(jnp.int32), grass=grass, t=t),
             terminal.astype(jnp.float32), terminal, truncated, damaged)
+
+
+def info(state) -> dict:
+    """Extra keys of the batched env: 'agent_pos' int32 [2] (row, column)."""
+    return {'agent_pos': state.pos}
