@@ -73,6 +73,33 @@ def reset_batch(module, cfg, key: jax.Array, n: int) -> tuple:
     return state, jax.vmap(module.observe, (0, None))(state, cfg)
 
 
+def protocol_reset(module, cfg, key: jax.Array, n: int) -> tuple:
+    """(state, outputs) of N fresh envs in the `base.Env` protocol: obs keys, the reset flags,
+    reward 0, 'irreversible' False and the core's `info` keys, all [N, ...] (jittable)."""
+    state, obs = reset_batch(module, cfg, key, n)
+    out = dict(vector=obs, reward=jnp.zeros(n), is_first=jnp.ones(n, bool),
+               is_last=jnp.zeros(n, bool), is_terminal=jnp.zeros(n, bool),
+               irreversible=jnp.zeros(n, bool), **jax.vmap(module.info)(state))
+    return state, out
+
+
+def protocol_step(module, cfg, state, action: jax.Array, last: jax.Array, key: jax.Array):
+    """One step of N envs in the `base.Env` protocol (Dreamer autoreset: where `last` [N] (the
+    previous output's is_last) the action is ignored and a new episode's first output comes
+    back with reward 0). Returns (state, outputs as `protocol_reset`); jittable, so a whole
+    rollout can be one `lax.scan` (`JaxNativeEnv.step` is this function jitted)."""
+    n = action.shape[0]
+    moved, reward, terminal, truncated, irreversible = jax.vmap(module.step, (0, 0, None))(
+        state, action, cfg)
+    fresh, _ = reset_batch(module, cfg, key, n)
+    state = select(last, fresh, moved)
+    out = dict(vector=jax.vmap(module.observe, (0, None))(state, cfg),
+               reward=jnp.where(last, 0.0, reward), is_first=last,
+               is_last=~last & (terminal | truncated), is_terminal=~last & terminal,
+               irreversible=~last & irreversible, **jax.vmap(module.info)(state))
+    return state, out
+
+
 class JaxNativeEnv(base.Env):
     """`num_envs` envs of a JAX-native core behind the `base.Env` protocol (Dreamer autoreset:
     after `is_last` the next step returns a first observation with reward 0). Extra keys:
@@ -98,37 +125,34 @@ class JaxNativeEnv(base.Env):
 
     @functools.partial(jax.jit, static_argnums=0)
     def _reset(self, key):
-        return reset_batch(self.module, self.cfg, key, self.num_envs)
+        return protocol_reset(self.module, self.cfg, key, self.num_envs)
 
     @functools.partial(jax.jit, static_argnums=0)
     def _step(self, state, action, last, key):
-        moved, reward, terminal, truncated, irreversible = jax.vmap(
-            self.module.step, (0, 0, None))(state, action, self.cfg)
-        fresh, _ = reset_batch(self.module, self.cfg, key, self.num_envs)
-        state = select(last, fresh, moved)
-        out = dict(vector=jax.vmap(self.module.observe, (0, None))(state, self.cfg),
-                   reward=jnp.where(last, 0.0, reward), is_first=last,
-                   is_last=~last & (terminal | truncated), is_terminal=~last & terminal,
-                   irreversible=~last & irreversible, **jax.vmap(self.module.info)(state))
-        return state, out
+        return protocol_step(self.module, self.cfg, state, action, last, key)
+
+    def next_key(self) -> jax.Array:
+        """The key of the next reset or step (advances the env's key chain)."""
+        self._key, key = jax.random.split(self._key)
+        return key
+
+    @property
+    def key_chain(self) -> jax.Array:
+        """The chain's current key: step t's key is the second half of its t-th split."""
+        return self._key
 
     def reset(self) -> dict:
-        self._key, key = jax.random.split(self._key)
-        self._state, obs = self._reset(key)
-        self._last = np.zeros(self.num_envs, bool)
-        extra = jax.vmap(self.module.info)(self._state)
-        out = base.first_step({'vector': np.asarray(obs),
-                               **{k: np.asarray(v) for k, v in extra.items()}}, self.num_envs)
-        out['irreversible'] = np.zeros(self.num_envs, bool)
+        self._state, out = self._reset(self.next_key())
+        out = {k: np.asarray(v) for k, v in out.items()}
+        self._last = out['is_last']
         return out
 
     def step(self, action) -> dict:
         if self._state is None:
             raise RuntimeError(f'{self.name}: call reset() before step().')
         action = self._check_action(action)
-        self._key, key = jax.random.split(self._key)
         self._state, out = self._step(self._state, jnp.asarray(action),
-                                      jnp.asarray(self._last), key)
+                                      jnp.asarray(self._last), self.next_key())
         out = {k: np.asarray(v) for k, v in out.items()}
         self._last = out['is_last']
         return out

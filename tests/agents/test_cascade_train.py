@@ -204,3 +204,42 @@ def test_official_settings_in_every_domain():
     paper = get_config("paper")
     model_steps = paper.deploy.model_ratio * paper.deploy.steps_per_deployment // 1000 + 1
     assert model_steps * paper.deploy.policy_updates == 25_001
+
+
+@pytest.mark.skipif(not registry.jax_native.xminigrid_env.available(),
+                    reason="needs xminigrid (pip install -e '.[jax-envs]')")
+def test_on_device_deployment_equals_the_host_loop():
+    """The compiled deployment (acting, env steps and replay inserts in one lax.scan, chunks
+    of 7 steps) writes the same replay rows and statistics as the host loop over the same
+    JAX-native env: random FourRooms layouts (the env key chain), autoresets and the policy's
+    keys included."""
+    import jax
+
+    from jaxwm import envs
+    from jaxwm.data import replay
+
+    config = smoke(1)
+    config.env.name = "xminigrid:MiniGrid-FourRooms-v0"
+    results = []
+    for on_device in (False, True):
+        env = envs.make(config.env.name, 4, seed=7, **dict(config.env.overrides))
+        learner = deployments.Learner(config, env.obs_space, env.act_space)
+        state = jax.jit(learner.init)(jax.random.PRNGKey(0))
+        replay_state = replay.init(replay.env_spec(env), 40, env.num_envs)
+        coverage = deployments.Coverage(learner.cascade_config.population)
+        coverage.start_deployment()
+        if on_device:
+            run = deployments.deploy_on_device
+            replay_state, stats = run(learner, env, state.wm.params,
+                                      state.population.members.actor.params, replay_state, 30,
+                                      jax.random.PRNGKey(1), True, coverage, chunk=7)
+        else:
+            replay_state, stats = deployments.deploy(
+                learner, env, state.wm.params, state.population.members.actor.params,
+                replay_state, 30, jax.random.PRNGKey(1), True, coverage, on_device=False)
+        results.append((jax.device_get(replay_state.data), stats, coverage.metrics()))
+    (host_data, host_stats, host_cov), (dev_data, dev_stats, dev_cov) = results
+    for k in host_data:
+        np.testing.assert_array_equal(dev_data[k], host_data[k], err_msg=k)
+    assert dev_stats == host_stats and host_stats["episodes"] >= 4   # 20-step episodes
+    assert dev_cov == host_cov

@@ -22,6 +22,7 @@ intact. Each deployment creates its envs with seed (seed, d) and fresh episodes,
 run repeats the uninterrupted one exactly.
 """
 import collections
+import functools
 import itertools
 import os
 
@@ -37,6 +38,7 @@ from jaxwm.behaviors import actor_critic as ac_lib
 from jaxwm.behaviors.cascade import Cascade, PopulationState, check_config
 from jaxwm.behaviors.plan2explore import Disagreement, one_step_pairs
 from jaxwm.data import replay
+from jaxwm.envs import jax_native
 from jaxwm.envs.tasks import family_for_env
 from jaxwm.models import rssm
 from jaxwm.models.dreamer import WorldModel
@@ -260,9 +262,16 @@ def member_diversity(visits) -> dict:
 
 
 def deploy(learner: Learner, env, wm_params, actor_params, replay_state, steps_per_env: int,
-           key, random: bool, coverage: Coverage, labeler=None):
+           key, random: bool, coverage: Coverage, labeler=None, on_device: bool | None = None):
     """Collect `steps_per_env` steps in every env slot with frozen params; returns the replay
-    state and episode statistics. Nothing here updates any parameter."""
+    state and episode statistics. Nothing here updates any parameter. on_device (None: where
+    possible): a JAX-native env (`jaxwm.envs.jax_native`) without task labels runs as one
+    compiled loop (`deploy_on_device`)."""
+    if on_device is None:
+        on_device = isinstance(env, jax_native.JaxNativeEnv) and labeler is None
+    if on_device:
+        return deploy_on_device(learner, env, wm_params, actor_params, replay_state,
+                                steps_per_env, key, random, coverage)
     add = jax.jit(replay.add, donate_argnums=0)
     spec_keys = replay_state.data.keys()
     carry = learner.wm.initial_carry(env.num_envs)
@@ -280,12 +289,76 @@ def deploy(learner: Learner, env, wm_params, actor_params, replay_state, steps_p
         episodes.observe(out)
         if "achievements" in out:
             achieved += list(out["achievements"][out["is_last"]])
+    return replay_state, _deployment_stats(episodes, achieved, env)
+
+
+# Per-step outputs a deployment's statistics need (the rest stays on device).
+_STAT_KEYS = ("reward", "is_first", "is_last", "agent_pos")
+
+
+def deploy_on_device(learner: Learner, env: jax_native.JaxNativeEnv, wm_params, actor_params,
+                     replay_state, steps_per_env: int, key, random: bool, coverage: Coverage,
+                     chunk: int = 500):
+    """`deploy` as the Podracer "Anakin" pattern: acting, env steps and replay inserts of
+    `chunk` steps form one `lax.scan` in one jitted call (compiled once per learner, env and
+    chunk length), so nothing crosses to the host per step but the few outputs the statistics
+    need. Same actions (keys `fold_in(key, t)`), env key chain and replay rows as the host loop
+    over the same `JaxNativeEnv`."""
+    module, cfg = env.module, env.cfg
+    env_state, out = _reset_on_device(module, cfg, env.num_envs, env.next_key())
+    carry = (env_state, out, learner.wm.initial_carry(env.num_envs), replay_state,
+             jnp.copy(env.key_chain))   # the carry is donated; the env keeps its key
+    episodes = EpisodeStats(env.num_envs)
+    coverage.observe(jax.device_get(out))
+    for start in range(0, steps_per_env, chunk):
+        length = min(chunk, steps_per_env - start)
+        carry, outs = _deploy_chunk(carry, wm_params, actor_params, key, start,
+                                    learner=learner, module=module, cfg=cfg,
+                                    obs_keys=tuple(env.obs_space), random=random,
+                                    length=length)
+        outs = jax.device_get(outs)
+        for t in range(length):
+            row = {k: v[t] for k, v in outs.items()}
+            episodes.observe(row)
+            if start + t < steps_per_env - 1:   # the host loop sees the last output only after
+                coverage.observe(row)
+    return carry[3], _deployment_stats(episodes, [], env)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _reset_on_device(module, cfg, num_envs: int, key):
+    return jax_native.protocol_reset(module, cfg, key, num_envs)
+
+
+@functools.partial(jax.jit, donate_argnums=0, static_argnames=(
+    "learner", "module", "cfg", "obs_keys", "random", "length"))
+def _deploy_chunk(carry, wm_params, actor_params, key, start, *, learner, module, cfg,
+                  obs_keys, random, length):
+    """`length` deployment steps from step `start`: (carry, per-step `_STAT_KEYS` outputs)."""
+    spec_keys = tuple(carry[3].data)
+
+    def body(carry, t):
+        env_state, out, policy_carry, replay_state, env_key = carry
+        inputs = {**{k: out[k] for k in obs_keys}, "is_first": out["is_first"]}
+        action, policy_carry = learner._act(wm_params, actor_params, policy_carry, inputs,
+                                            jax.random.fold_in(key, t), random)
+        replay_state = replay.add(replay_state, replay.env_row(spec_keys, out, action))
+        env_key, k_env = jax.random.split(env_key)
+        env_state, out = jax_native.protocol_step(module, cfg, env_state, action,
+                                                  out["is_last"], k_env)
+        return ((env_state, out, policy_carry, replay_state, env_key),
+                {k: out[k] for k in _STAT_KEYS if k in out})
+
+    return jax.lax.scan(body, carry, start + jnp.arange(length))
+
+
+def _deployment_stats(episodes: EpisodeStats, achieved: list, env) -> dict:
     finished = episodes.pop()
     stats = {"episodes": int(finished.get("episode/count", 0))}
     stats.update({k: finished[k] for k in ("episode/return", "episode/length") if k in finished})
     if achieved:
         stats.update(achievement_stats(np.stack(achieved), env.ACHIEVEMENTS))
-    return replay_state, stats
+    return stats
 
 
 def achievement_stats(achieved: np.ndarray, names) -> dict:
