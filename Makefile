@@ -33,6 +33,8 @@ bench: venv
 	$(VENV)/bin/python benchmarks/compile_time.py --out=benchmarks/results
 	$(VENV)/bin/python benchmarks/population.py --out=benchmarks/results
 	$(VENV)/bin/python benchmarks/planner.py --out=benchmarks/results
+	$(VENV)/bin/python benchmarks/reversibility.py --out=benchmarks/results
+	$(VENV)/bin/python benchmarks/deployment.py --out=benchmarks/results
 
 clean:
 	rm -rf $(VENV) .cache runs

@@ -32,8 +32,8 @@ setup(
         "numpy",
     ],
     extras_require={
-        "test": ["pytest", "pytest-xdist", "hypothesis", "xminigrid>=0.9.3"],
-        # JAX-native MiniGrid layouts ('xminigrid:MiniGrid-*' env names)
-        "jax-envs": ["xminigrid>=0.9.3"],
+        "test": ["pytest", "pytest-xdist", "hypothesis", "xminigrid>=0.9.3", "craftax>=1.5"],
+        # JAX-native MiniGrid layouts and Craftax Classic ('xminigrid:...', 'craftax:...')
+        "jax-envs": ["xminigrid>=0.9.3", "craftax>=1.5"],
     },
 )

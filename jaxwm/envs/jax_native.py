@@ -2,7 +2,8 @@
 whole rollouts inside one compiled `lax.scan` (no host round trip per step), and
 `JaxNativeEnv`, which serves the same functions through the batched `base.Env` protocol.
 
-A core module (`turf`, `sokoban`, `xminigrid_env` for the 'xminigrid:' names) defines
+A core module (`turf`, `sokoban`; `xminigrid_env` for the 'xminigrid:' names and
+`craftax_env` for 'craftax:', with the optional packages) defines
 NUM_ACTIONS, OPTIONS (option -> (default, allowed)), `make_config(options, name)` (a static,
 hashable NamedTuple), `obs_size(cfg)`, and pure functions
   reset(key, cfg) -> state (a pytree)
@@ -18,27 +19,47 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxwm.envs import base, sokoban, turf, xminigrid_env
+from jaxwm.envs import base, craftax_env, sokoban, turf, xminigrid_env
 from jaxwm.envs.base import ActionSpace, Space
 
 CORES = {turf.NAME: turf, sokoban.NAME: sokoban}
 
 
+# optional backends: name prefix -> (core module, package)
+OPTIONAL = {xminigrid_env.PREFIX: (xminigrid_env, 'xminigrid'),
+            craftax_env.PREFIX: (craftax_env, 'craftax')}
+
+
+def _optional_names(module) -> tuple:
+    return tuple(module.names() if callable(getattr(module, 'names', None)) else module.NAMES)
+
+
 def names() -> list:
-    """Every JAX-native name: the cores' and, with xminigrid installed, 'xminigrid:...'."""
-    return sorted(CORES) + list(xminigrid_env.names())
+    """Every JAX-native name: the cores' and those of the installed optional backends."""
+    return sorted(CORES) + [n for module, _ in OPTIONAL.values() if module.available()
+                            for n in _optional_names(module)]
 
 
 def core(name: str):
-    """The core module of `name`; ValueError listing the JAX-native names."""
+    """The core module of `name`; ValueError naming a missing optional package, or listing the
+    JAX-native names."""
     if name in CORES:
         return CORES[name]
-    if name.startswith(xminigrid_env.PREFIX):
-        if not xminigrid_env.available():
-            raise ValueError(f"{name} needs xminigrid: pip install -e '.[jax-envs]'")
-        if name in xminigrid_env.names():
-            return xminigrid_env
+    for prefix, (module, package) in OPTIONAL.items():
+        if name.startswith(prefix):
+            if not module.available():
+                raise ValueError(f"{name} needs {package}: pip install -e '.[jax-envs]'")
+            if name in _optional_names(module):
+                return module
     raise ValueError(f'{name!r} is not a JAX-native environment; allowed: {names()}')
+
+
+def _reset_where(module, cfg, key: jax.Array, done: jax.Array, state):
+    """`state` with the envs where `done` [N] replaced by fresh ones; the resets are computed
+    only on steps where some env is done (worlds can be costly to generate, e.g. Craftax)."""
+    def fresh():
+        return select(done, reset_batch(module, cfg, key, done.shape[0])[0], state)
+    return jax.lax.cond(jnp.any(done), fresh, lambda: state)
 
 
 def make_config(name: str, **options):
@@ -57,12 +78,10 @@ def step_batch(module, cfg, state, action: jax.Array, key: jax.Array) -> tuple:
     """One step of N envs with autoreset of the finished ones (gymnax style: the new episode's
     first observation replaces the last one). Returns (state, obs [N, D] after the reset,
     final_obs [N, D] (before it), reward, terminal, truncated, irreversible [N])."""
-    n = action.shape[0]
     moved, reward, terminal, truncated, irreversible = jax.vmap(module.step, (0, 0, None))(
         state, action, cfg)
     final_obs = jax.vmap(module.observe, (0, None))(moved, cfg)
-    fresh = jax.vmap(module.reset, (0, None))(jax.random.split(key, n), cfg)
-    state = select(terminal | truncated, fresh, moved)
+    state = _reset_where(module, cfg, key, terminal | truncated, moved)
     obs = jax.vmap(module.observe, (0, None))(state, cfg)
     return state, obs, final_obs, reward, terminal, truncated, irreversible
 
@@ -88,11 +107,9 @@ def protocol_step(module, cfg, state, action: jax.Array, last: jax.Array, key: j
     previous output's is_last) the action is ignored and a new episode's first output comes
     back with reward 0). Returns (state, outputs as `protocol_reset`); jittable, so a whole
     rollout can be one `lax.scan` (`JaxNativeEnv.step` is this function jitted)."""
-    n = action.shape[0]
     moved, reward, terminal, truncated, irreversible = jax.vmap(module.step, (0, 0, None))(
         state, action, cfg)
-    fresh, _ = reset_batch(module, cfg, key, n)
-    state = select(last, fresh, moved)
+    state = _reset_where(module, cfg, key, last, moved)
     out = dict(vector=jax.vmap(module.observe, (0, None))(state, cfg),
                reward=jnp.where(last, 0.0, reward), is_first=last,
                is_last=~last & (terminal | truncated), is_terminal=~last & terminal,
@@ -114,6 +131,7 @@ class JaxNativeEnv(base.Env):
         if not base.POSITIVE_INT.ok(num_envs):
             raise ValueError(f'{name}: num_envs={num_envs!r} must be an int >= 1.')
         self.module = core(name)
+        self.ACHIEVEMENTS = getattr(self.module, 'ACHIEVEMENTS', ())   # Crafter-like games
         self.config = base.resolve_options(name, self.module.OPTIONS, overrides)
         self.name, self.num_envs = name, int(num_envs)
         self.cfg = self.module.make_config(self.config, name)

@@ -6,8 +6,8 @@
 - MiniGrid:       envpool ids 'MiniGrid-*' (e.g. 'MiniGrid-FourRooms-v0')  -> MiniGridEnv
 - Craftax Classic: 'Craftax-Classic-Pixels-v1', 'Craftax-Classic-Symbolic-v1' -> CraftaxClassicEnv
 - DMC pixels:     'dmc:<domain>_<task>' (e.g. 'dmc:walker_walk')           -> DmcPixelsEnv
-- JAX-native:     'Turf-v0', 'Sokoban-v0', 'xminigrid:MiniGrid-*' (with xminigrid installed;
-                  jax_native.py, xminigrid_env.py)                        -> JaxNativeEnv
+- JAX-native:     'Turf-v0', 'Sokoban-v0'; with the jax-envs extra 'xminigrid:MiniGrid-*',
+                  'craftax:Craftax-Classic-Symbolic-v1' (jax_native.py)    -> JaxNativeEnv
 """
 import difflib
 import functools
@@ -68,8 +68,8 @@ def env_class(name: str) -> type:
                              f'{envpool.__version__}), whose wheels need Python >= 3.12: '
                              'rebuild .venv with python3.12')
         return _envpool_ids()[name]
-    elif name.startswith('xminigrid:') and not jax_native.xminigrid_env.available():
-        jax_native.core(name)    # raises: names the missing extra
+    elif name.split(':')[0] + ':' in jax_native.OPTIONAL:
+        jax_native.core(name)    # raises: names a missing optional package
     candidates = _dmc_ids() if name.startswith('dmc:') else supported_ids()
     close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.5)
     hint = f' Close matches: {close}.' if close else ''

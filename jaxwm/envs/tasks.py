@@ -21,6 +21,7 @@ into a private Physics, so labelling is a pure function of recorded data. The re
 agent step is `action_repeat` times the reward at its final control step (the env's own reward
 sums the repeated control steps); with action_repeat = 1 it equals dm_control's reward exactly.
 """
+import jax.numpy as jnp
 import numpy as np
 
 WALKER_TASKS = ("stand", "walk", "run", "flip")
@@ -78,9 +79,13 @@ class ExtrinsicTask:
     exploration on Atari or Crafter, then a task policy trained zero-shot on the game score
     (CASCADE, Xu et al. 2022, Sec. 5: Atari and Crafter evaluations)."""
     tasks = ("extrinsic",)
+    jittable = True                # `label` also works on traced outputs (on-device loops)
 
     def label(self, out: dict) -> dict:
-        return {"reward/extrinsic": np.asarray(out["reward"], np.float32)}
+        reward = out["reward"]
+        if isinstance(reward, np.ndarray):
+            return {"reward/extrinsic": reward.astype(np.float32)}
+        return {"reward/extrinsic": jnp.asarray(reward, jnp.float32)}
 
 
 FAMILIES = ("walker", "extrinsic")
@@ -102,7 +107,10 @@ def make_family(name: str, env=None):
 def family_for_env(env_name: str, env=None):
     """The task family whose labels fit environment `env_name`, or None: walker tasks for
     'dmc:walker_*', the game score for Atari ('*-v5') and Craftax, none for MiniGrid or other
-    DMC tasks (their coverage or own reward is reported instead)."""
+    DMC tasks (their coverage or own reward is reported instead). A JAX-native backend's
+    prefix ('craftax:', 'xminigrid:') is ignored."""
+    if ":" in env_name and not env_name.startswith("dmc:"):
+        env_name = env_name.split(":", 1)[1]
     if env_name.startswith("dmc:walker_"):
         return make_family("walker", env)
     if env_name.endswith("-v5") or env_name.startswith("Craftax"):

@@ -211,12 +211,13 @@ def test_official_settings_in_every_domain():
 def test_on_device_deployment_equals_the_host_loop():
     """The compiled deployment (acting, env steps and replay inserts in one lax.scan, chunks
     of 7 steps) writes the same replay rows and statistics as the host loop over the same
-    JAX-native env: random FourRooms layouts (the env key chain), autoresets and the policy's
-    keys included."""
+    JAX-native env: random FourRooms layouts (the env key chain), autoresets, the policy's
+    keys and a jittable task label ('reward/extrinsic') included."""
     import jax
 
     from jaxwm import envs
     from jaxwm.data import replay
+    from jaxwm.envs.tasks import ExtrinsicTask
 
     config = smoke(1)
     config.env.name = "xminigrid:MiniGrid-FourRooms-v0"
@@ -225,21 +226,25 @@ def test_on_device_deployment_equals_the_host_loop():
         env = envs.make(config.env.name, 4, seed=7, **dict(config.env.overrides))
         learner = deployments.Learner(config, env.obs_space, env.act_space)
         state = jax.jit(learner.init)(jax.random.PRNGKey(0))
-        replay_state = replay.init(replay.env_spec(env), 40, env.num_envs)
+        labeler = ExtrinsicTask()
+        replay_state = replay.init(replay.env_spec(env, ("reward/extrinsic",)), 40,
+                                   env.num_envs)
         coverage = deployments.Coverage(learner.cascade_config.population)
         coverage.start_deployment()
         if on_device:
             run = deployments.deploy_on_device
             replay_state, stats = run(learner, env, state.wm.params,
                                       state.population.members.actor.params, replay_state, 30,
-                                      jax.random.PRNGKey(1), True, coverage, chunk=7)
+                                      jax.random.PRNGKey(1), True, coverage, labeler, chunk=7)
         else:
             replay_state, stats = deployments.deploy(
                 learner, env, state.wm.params, state.population.members.actor.params,
-                replay_state, 30, jax.random.PRNGKey(1), True, coverage, on_device=False)
+                replay_state, 30, jax.random.PRNGKey(1), True, coverage, labeler,
+                on_device=False)
         results.append((jax.device_get(replay_state.data), stats, coverage.metrics()))
     (host_data, host_stats, host_cov), (dev_data, dev_stats, dev_cov) = results
     for k in host_data:
         np.testing.assert_array_equal(dev_data[k], host_data[k], err_msg=k)
     assert dev_stats == host_stats and host_stats["episodes"] >= 4   # 20-step episodes
+    assert "reward/extrinsic" in dev_data
     assert dev_cov == host_cov

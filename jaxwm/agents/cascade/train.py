@@ -265,13 +265,14 @@ def deploy(learner: Learner, env, wm_params, actor_params, replay_state, steps_p
            key, random: bool, coverage: Coverage, labeler=None, on_device: bool | None = None):
     """Collect `steps_per_env` steps in every env slot with frozen params; returns the replay
     state and episode statistics. Nothing here updates any parameter. on_device (None: where
-    possible): a JAX-native env (`jaxwm.envs.jax_native`) without task labels runs as one
-    compiled loop (`deploy_on_device`)."""
+    possible): a JAX-native env (`jaxwm.envs.jax_native`) whose task labels (if any) are
+    jittable runs as one compiled loop (`deploy_on_device`)."""
     if on_device is None:
-        on_device = isinstance(env, jax_native.JaxNativeEnv) and labeler is None
+        on_device = isinstance(env, jax_native.JaxNativeEnv) and (
+            labeler is None or getattr(labeler, "jittable", False))
     if on_device:
         return deploy_on_device(learner, env, wm_params, actor_params, replay_state,
-                                steps_per_env, key, random, coverage)
+                                steps_per_env, key, random, coverage, labeler)
     add = jax.jit(replay.add, donate_argnums=0)
     spec_keys = replay_state.data.keys()
     carry = learner.wm.initial_carry(env.num_envs)
@@ -293,12 +294,12 @@ def deploy(learner: Learner, env, wm_params, actor_params, replay_state, steps_p
 
 
 # Per-step outputs a deployment's statistics need (the rest stays on device).
-_STAT_KEYS = ("reward", "is_first", "is_last", "agent_pos")
+_STAT_KEYS = ("reward", "is_first", "is_last", "agent_pos", "achievements")
 
 
 def deploy_on_device(learner: Learner, env: jax_native.JaxNativeEnv, wm_params, actor_params,
                      replay_state, steps_per_env: int, key, random: bool, coverage: Coverage,
-                     chunk: int = 500):
+                     labeler=None, chunk: int = 500):
     """`deploy` as the Podracer "Anakin" pattern: acting, env steps and replay inserts of
     `chunk` steps form one `lax.scan` in one jitted call (compiled once per learner, env and
     chunk length), so nothing crosses to the host per step but the few outputs the statistics
@@ -308,21 +309,23 @@ def deploy_on_device(learner: Learner, env: jax_native.JaxNativeEnv, wm_params, 
     env_state, out = _reset_on_device(module, cfg, env.num_envs, env.next_key())
     carry = (env_state, out, learner.wm.initial_carry(env.num_envs), replay_state,
              jnp.copy(env.key_chain))   # the carry is donated; the env keeps its key
-    episodes = EpisodeStats(env.num_envs)
+    episodes, achieved = EpisodeStats(env.num_envs), []
     coverage.observe(jax.device_get(out))
     for start in range(0, steps_per_env, chunk):
         length = min(chunk, steps_per_env - start)
         carry, outs = _deploy_chunk(carry, wm_params, actor_params, key, start,
                                     learner=learner, module=module, cfg=cfg,
                                     obs_keys=tuple(env.obs_space), random=random,
-                                    length=length)
+                                    labeler=labeler, length=length)
         outs = jax.device_get(outs)
         for t in range(length):
             row = {k: v[t] for k, v in outs.items()}
             episodes.observe(row)
+            if "achievements" in row:
+                achieved += list(row["achievements"][row["is_last"]])
             if start + t < steps_per_env - 1:   # the host loop sees the last output only after
                 coverage.observe(row)
-    return carry[3], _deployment_stats(episodes, [], env)
+    return carry[3], _deployment_stats(episodes, achieved, env)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
@@ -331,14 +334,16 @@ def _reset_on_device(module, cfg, num_envs: int, key):
 
 
 @functools.partial(jax.jit, donate_argnums=0, static_argnames=(
-    "learner", "module", "cfg", "obs_keys", "random", "length"))
+    "learner", "module", "cfg", "obs_keys", "random", "labeler", "length"))
 def _deploy_chunk(carry, wm_params, actor_params, key, start, *, learner, module, cfg,
-                  obs_keys, random, length):
+                  obs_keys, random, labeler, length):
     """`length` deployment steps from step `start`: (carry, per-step `_STAT_KEYS` outputs)."""
     spec_keys = tuple(carry[3].data)
 
     def body(carry, t):
         env_state, out, policy_carry, replay_state, env_key = carry
+        if labeler is not None:
+            out = {**out, **labeler.label(out)}
         inputs = {**{k: out[k] for k in obs_keys}, "is_first": out["is_first"]}
         action, policy_carry = learner._act(wm_params, actor_params, policy_carry, inputs,
                                             jax.random.fold_in(key, t), random)
