@@ -108,15 +108,23 @@ def run_grid(domains, seeds: int, preset: str, out_dir: str) -> dict:
     return runs
 
 
+def _last_tenth(rows: list) -> list:
+    return rows[-max(1, len(rows) // 10):]
+
+
+def _per_episode(rows: list, key: str, count: str) -> float:
+    """Mean of `key` over the episodes of `rows` (records of `count` episodes each)."""
+    return sum(r[key] * r[count] for r in rows) / max(sum(r[count] for r in rows), 1.0)
+
+
 def rae_scores(workdir: str) -> dict:
     """Irreversible steps per episode over all training episodes and over the last 10% of the
     chunks, success and return over the last 10%, psi's scores on random transitions, and the
     irreversible-steps curve."""
     records = run_stats.read_records(workdir)
     chunks = [r for r in records if "episode/irreversible" in r]
-    tail = chunks[-max(1, len(chunks) // 10):]
-    weighted = lambda rows, key: (sum(r[key] * r["episodes"] for r in rows)  # noqa: E731
-                                  / max(sum(r["episodes"] for r in rows), 1.0))
+    tail = _last_tenth(chunks)
+    weighted = lambda rows, key: _per_episode(rows, key, "episodes")  # noqa: E731
     final = [r for r in records if "psi/eval_precision" in r][-1]
     return {"irreversible_all": weighted(chunks, "episode/irreversible"),
             "irreversible_last": weighted(tail, "episode/irreversible"),
@@ -148,9 +156,8 @@ def dreamer_scores(workdir: str) -> dict:
     grass-damaged curve."""
     records = run_stats.read_records(workdir)
     logs = [r for r in records if "episode/irreversible" in r]
-    tail = logs[-max(1, len(logs) // 10):]
-    weighted = lambda rows, key: (sum(r[key] * r["episode/count"] for r in rows)  # noqa: E731
-                                  / max(sum(r["episode/count"] for r in rows), 1.0))
+    tail = _last_tenth(logs)
+    weighted = lambda rows, key: _per_episode(rows, key, "episode/count")  # noqa: E731
     final = [r for r in records if "eval/return" in r][-1]
     return {"irreversible_all": weighted(logs, "episode/irreversible"),
             "irreversible_last": weighted(tail, "episode/irreversible"),

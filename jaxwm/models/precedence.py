@@ -11,7 +11,7 @@ cannot undo, since a reversible step is as likely to appear in either order.
   so that P(b after a) + P(a after b) = 1 holds for every pair, trained or not, and psi(s, s) =
   1/2 (the authors' code uses an unconstrained head on [g(a), g(b)] and only approaches the
   symmetry through pairs drawn in both orders).
-- `sample_pairs` / `precedence_loss`: the self-supervised task.
+- `sample_pairs` / `precedence_loss` / `train_step`: the self-supervised task.
 - `rae_reward`: RAE's shaped reward r - w * max(sigmoid(psi(s_t, s_{t+1})) - beta, 0) (Eq. 4).
 - `Irreversibility` (phi(s, a) logits, one per discrete action) / `phi_loss`: RAC's distillation
   of psi(s, s') onto the action that led from s to s' (Sec. 4.2; cross-entropy against the soft
@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxwm.nn.blocks import MLP
+from jaxwm.types import TrainState
 
 
 class Precedence(nn.Module):
@@ -90,6 +91,23 @@ def precedence_loss(logits: jax.Array, labels: jax.Array, weights: jax.Array) ->
     chex.assert_equal_shape([logits, labels, weights])
     bce = optax.sigmoid_binary_cross_entropy(logits, labels)
     return jnp.sum(bce * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+
+
+def train_step(net: Precedence, tx: optax.GradientTransformation, psi: TrainState,
+               states: jax.Array, episode: jax.Array, window: int, num_pairs: int,
+               key: jax.Array) -> tuple:
+    """One psi gradient step on `num_pairs` pairs of `sample_pairs(states [T, B, D], episode
+    [T, B])`: (psi, {'psi_loss', 'psi_accuracy'} (the share of valid pairs ordered right))."""
+    a, b, label, weight = sample_pairs(key, states, episode, window, num_pairs)
+
+    def loss_fn(params):
+        logits = net.apply(params, a, b)
+        return precedence_loss(logits, label, weight), logits
+
+    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(psi.params)
+    correct = ((logits > 0) == (label > 0.5)) * weight
+    accuracy = correct.sum() / jnp.maximum(weight.sum(), 1.0)
+    return psi.apply_gradients(tx, grads), {"psi_loss": loss, "psi_accuracy": accuracy}
 
 
 def rae_reward(reward: jax.Array, irreversibility: jax.Array, weight: float,

@@ -105,18 +105,8 @@ class Dreamer:
         episodes (ids from is_first)."""
         feat = jax.lax.stop_gradient(rssm.features(posts))
         episode = jnp.cumsum(batch["is_first"].astype(jnp.int32), 0)
-        a, b, label, weight = precedence.sample_pairs(key, feat, episode, self.rae.window,
-                                                      self.rae.batch_size)
-
-        def loss_fn(params):
-            logits = self.psi.apply(params, a, b)
-            return precedence.precedence_loss(logits, label, weight), logits
-
-        (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(psi.params)
-        accuracy = jnp.sum(((logits > 0) == (label > 0.5)) * weight) / jnp.maximum(
-            weight.sum(), 1.0)
-        return psi.apply_gradients(self.psi_opt, grads), {"psi_loss": loss,
-                                                          "psi_accuracy": accuracy}
+        return precedence.train_step(self.psi, self.psi_opt, psi, feat, episode,
+                                     self.rae.window, self.rae.batch_size, key)
 
     def _rae_reward(self, reward_fn, psi_params):
         """reward_fn with RAE's penalty on each imagined transition feat[t] -> feat[t + 1]."""

@@ -73,22 +73,13 @@ def train_psi(c, nets: Nets, data: dict, key: jax.Array) -> tuple:
     state = TrainState.create(nets.psi.init(k_init, obs[0, :1], obs[0, :1]), nets.psi_tx)
 
     def step(state, key):
-        a, b, label, weight = precedence.sample_pairs(key, obs, episode, p.window, p.batch_size)
+        return precedence.train_step(nets.psi, nets.psi_tx, state, obs, episode, p.window,
+                                     p.batch_size, key)
 
-        def loss_fn(params):
-            logits = nets.psi.apply(params, a, b)
-            return precedence.precedence_loss(logits, label, weight), logits
-
-        (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        accuracy = jnp.sum(((logits > 0) == (label > 0.5)) * weight) / jnp.maximum(
-            weight.sum(), 1.0)
-        return state.apply_gradients(nets.psi_tx, grads), (loss, accuracy)
-
-    state, (loss, accuracy) = jax.jit(lambda s, k: jax.lax.scan(step, s, k))(
+    state, metrics = jax.jit(lambda s, k: jax.lax.scan(step, s, k))(
         state, jax.random.split(k_steps, c.rac.psi_updates))
     tail = max(1, c.rac.psi_updates // 10)
-    return state.params, {"psi_loss": float(loss[-tail:].mean()),
-                          "psi_accuracy": float(accuracy[-tail:].mean())}
+    return state.params, {k: float(v[-tail:].mean()) for k, v in metrics.items()}
 
 
 def train_phi(c, nets: Nets, psi_params, data: dict, key: jax.Array) -> tuple:

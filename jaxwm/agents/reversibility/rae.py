@@ -112,20 +112,6 @@ def rollout(c, nets, state: RaeState, key) -> tuple:
     return jax.lax.scan(env_step, state, jax.random.split(key, c.rae.rollout))
 
 
-def _psi_step(c, nets, psi: TrainState, history, history_episode, key) -> tuple:
-    a, b, label, weight = precedence.sample_pairs(
-        key, history, history_episode, c.precedence.window, c.precedence.batch_size)
-
-    def loss_fn(params):
-        logits = nets.psi.apply(params, a, b)
-        return precedence.precedence_loss(logits, label, weight), logits
-
-    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(psi.params)
-    correct = ((logits > 0) == (label > 0.5)) * weight
-    accuracy = correct.sum() / jnp.maximum(weight.sum(), 1.0)
-    return psi.apply_gradients(nets.psi_tx, grads), {"psi_loss": loss, "psi_accuracy": accuracy}
-
-
 def _ppo_update(c, nets, policy: TrainState, batch: dict, key) -> tuple:
     e = c.rae
     size = e.num_envs * e.rollout
@@ -159,7 +145,8 @@ def iteration(c, nets, state: RaeState, _=None) -> tuple:
     history_episode = jnp.concatenate([state.history_episode[e.rollout:], tr["episode"]])
 
     def psi_step(psi, key):
-        return _psi_step(c, nets, psi, history, history_episode, key)
+        return precedence.train_step(nets.psi, nets.psi_tx, psi, history, history_episode,
+                                     p.window, p.batch_size, key)
 
     psi, psi_metrics = jax.lax.scan(psi_step, state.psi, jax.random.split(k_psi, e.psi_updates))
     irreversibility = jax.nn.sigmoid(nets.psi.apply(psi.params, tr["obs"], tr["next_obs"]))
