@@ -34,6 +34,15 @@ def _optional_names(module) -> tuple:
     return tuple(module.names() if callable(getattr(module, 'names', None)) else module.NAMES)
 
 
+def missing_package(name: str) -> str | None:
+    """The optional package `name`'s backend needs and lacks ('xminigrid:...' without
+    xminigrid), else None."""
+    for prefix, (module, package) in OPTIONAL.items():
+        if name.startswith(prefix) and not module.available():
+            return package
+    return None
+
+
 def names() -> list:
     """Every JAX-native name: the cores' and those of the installed optional backends."""
     return sorted(CORES) + [n for module, _ in OPTIONAL.values() if module.available()
@@ -45,12 +54,12 @@ def core(name: str):
     JAX-native names."""
     if name in CORES:
         return CORES[name]
-    for prefix, (module, package) in OPTIONAL.items():
-        if name.startswith(prefix):
-            if not module.available():
-                raise ValueError(f"{name} needs {package}: pip install -e '.[jax-envs]'")
-            if name in _optional_names(module):
-                return module
+    package = missing_package(name)
+    if package:
+        raise ValueError(f"{name} needs {package}: pip install -e '.[jax-envs]'")
+    for prefix, (module, _) in OPTIONAL.items():
+        if name.startswith(prefix) and name in _optional_names(module):
+            return module
     raise ValueError(f'{name!r} is not a JAX-native environment; allowed: {names()}')
 
 

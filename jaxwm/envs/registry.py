@@ -68,8 +68,8 @@ def env_class(name: str) -> type:
                              f'{envpool.__version__}), whose wheels need Python >= 3.12: '
                              'rebuild .venv with python3.12')
         return _envpool_ids()[name]
-    elif name.split(':')[0] + ':' in jax_native.OPTIONAL:
-        jax_native.core(name)    # raises: names a missing optional package
+    elif jax_native.missing_package(name):
+        jax_native.core(name)    # raises: names the missing optional package
     candidates = _dmc_ids() if name.startswith('dmc:') else supported_ids()
     close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.5)
     hint = f' Close matches: {close}.' if close else ''
