@@ -20,7 +20,6 @@ _ENVPOOL_SUITES = {
     'envpool.minigrid': envpool_envs.MiniGridEnv,
     'envpool.classic_control': envpool_envs.ClassicControlEnv,
 }
-
 _CRAFTAX = ('Craftax-Classic-Pixels-v1', 'Craftax-Classic-Symbolic-v1')
 CRAFTAX_ENVPOOL = '1.2.7'   # first envpool with Craftax; its wheels need Python >= 3.12
 

@@ -21,7 +21,7 @@ with a reset, which the policy memory handles through `is_first`).
 """
 import os
 import time
-from typing import Callable
+from typing import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -100,10 +100,12 @@ def sample_batches(replay_state, key, num: int, batch_size: int, seq_len: int) -
     return jax.tree.map(lambda *xs: jnp.stack(xs), *batches)
 
 
-def prepare(config: ml_collections.ConfigDict, workdir: str, build: Callable) -> tuple:
+def prepare(config: ml_collections.ConfigDict, workdir: str, build: Callable,
+            added_blocks: Mapping | None = None) -> tuple:
     """The run contract of an online binary (`jaxwm.runtime.workdir`), before anything is
     written: validate `config`, call `build(env)` on a probe env of the run, refuse a workdir of
-    another config. Returns (env_fn for `run`, what `build` returned)."""
+    another config (`added_blocks`: see `check_saved_config`). Returns (env_fn for `run`, what
+    `build` returned)."""
     with user_errors():
         check_values(config)
         check_run_config(config.run)
@@ -113,7 +115,7 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, build: Callable) ->
             built = build(env)
         finally:
             env.close()
-        check_saved_config(config, workdir, EXTENDABLE)
+        check_saved_config(config, workdir, EXTENDABLE, added_blocks)
     return env_fn, built
 
 

@@ -105,9 +105,12 @@ def _flat(config: Mapping) -> dict:
 
 
 def check_saved_config(config: ml_collections.ConfigDict, workdir: str,
-                       extendable: Iterable[str] = ()) -> None:
+                       extendable: Iterable[str] = (), added: Mapping | None = None) -> None:
     """Refuse a workdir whose config.json differs from `config` outside `extendable` fields
-    (dotted paths), or that is not a config of this binary."""
+    (dotted paths), or that is not a config of this binary. `added`: {block: its default
+    fields} of config blocks introduced after runs were saved; a saved config without such a
+    block matches a config whose block holds exactly those defaults (the run it describes
+    behaved that way), so older runs still resume."""
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         return
@@ -121,6 +124,13 @@ def check_saved_config(config: ml_collections.ConfigDict, workdir: str,
         raise UserError(f"{path} is not a config of this binary; {advice}")
     new = _flat(json.loads(config.to_json_best_effort()))
     old = _flat(saved)
+    for block, defaults in (added or {}).items():
+        prefix = block + "."
+        if any(k.startswith(prefix) for k in old):
+            continue
+        ours = {k: v for k, v in new.items() if k.startswith(prefix)}
+        if ours == {prefix + k: v for k, v in _flat(defaults).items()}:
+            new = {k: v for k, v in new.items() if k not in ours}
     if set(old) != set(new) and len(set(old) & set(new)) < len(new) // 2:
         raise UserError(f"{path} is not a config of this binary (other fields); {advice}")
     extendable = set(extendable)

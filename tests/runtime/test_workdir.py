@@ -77,6 +77,21 @@ def test_saved_config_must_match_except_extendable_fields(tmp_path):
         workdir.check_saved_config(longer, str(tmp_path))
 
 
+def test_a_block_added_later_matches_saved_runs_only_at_its_defaults(tmp_path):
+    from jaxwm.agents.dreamer.config import get_config as dreamer_config
+    from jaxwm.agents.dreamer.train import ADDED_BLOCKS
+    config = dreamer_config("smoke")
+    older = ml_collections.ConfigDict(config.to_dict())
+    del older["reversibility"]              # a run saved before the block existed
+    save_config(older, str(tmp_path))
+    workdir.check_saved_config(config, str(tmp_path), added=ADDED_BLOCKS)   # resumes
+    with pytest.raises(workdir.UserError, match="reversibility.beta: '<absent>' -> 0.7"):
+        workdir.check_saved_config(config, str(tmp_path))   # without `added`: refused
+    config.reversibility.penalty = 0.1      # not how the saved run behaved
+    with pytest.raises(workdir.UserError, match="reversibility.penalty: '<absent>' -> 0.1"):
+        workdir.check_saved_config(config, str(tmp_path), added=ADDED_BLOCKS)
+
+
 @pytest.mark.parametrize("content, message", [
     ("{not json", "is not a readable config.json"),
     ("[1, 2]", "is not a config of this binary"),
