@@ -210,7 +210,7 @@ def test_official_settings_in_every_domain():
                     reason="needs xminigrid (pip install -e '.[jax-envs]')")
 def test_on_device_deployment_equals_the_host_loop():
     """The compiled deployment (acting, env steps and replay inserts in one lax.scan, chunks
-    of 7 steps) writes the same replay rows and statistics as the host loop over the same
+    of 10 steps) writes the same replay rows and statistics as the host loop over the same
     JAX-native env: random FourRooms layouts (the env key chain), autoresets, the policy's
     keys and a jittable task label ('reward/extrinsic') included."""
     import jax
@@ -221,26 +221,26 @@ def test_on_device_deployment_equals_the_host_loop():
 
     config = smoke(1)
     config.env.name = "xminigrid:MiniGrid-FourRooms-v0"
-    results = []
+    labeler = ExtrinsicTask()
+    learner, state, results = None, None, []
     for on_device in (False, True):
         env = envs.make(config.env.name, 4, seed=7, **dict(config.env.overrides))
-        learner = deployments.Learner(config, env.obs_space, env.act_space)
-        state = jax.jit(learner.init)(jax.random.PRNGKey(0))
-        labeler = ExtrinsicTask()
+        if learner is None:
+            learner = deployments.Learner(config, env.obs_space, env.act_space)
+            state = jax.jit(learner.init)(jax.random.PRNGKey(0))
         replay_state = replay.init(replay.env_spec(env, ("reward/extrinsic",)), 40,
                                    env.num_envs)
         coverage = deployments.Coverage(learner.cascade_config.population)
         coverage.start_deployment()
-        if on_device:
-            run = deployments.deploy_on_device
-            replay_state, stats = run(learner, env, state.wm.params,
-                                      state.population.members.actor.params, replay_state, 30,
-                                      jax.random.PRNGKey(1), True, coverage, labeler, chunk=7)
+        params = (state.wm.params, state.population.members.actor.params)
+        if on_device:   # chunks of 10 steps: 3 calls of one compiled program
+            replay_state, stats = deployments.deploy_on_device(
+                learner, env, *params, replay_state, 30, jax.random.PRNGKey(1), True, coverage,
+                labeler, chunk=10)
         else:
             replay_state, stats = deployments.deploy(
-                learner, env, state.wm.params, state.population.members.actor.params,
-                replay_state, 30, jax.random.PRNGKey(1), True, coverage, labeler,
-                on_device=False)
+                learner, env, *params, replay_state, 30, jax.random.PRNGKey(1), True, coverage,
+                labeler, on_device=False)
         results.append((jax.device_get(replay_state.data), stats, coverage.metrics()))
     (host_data, host_stats, host_cov), (dev_data, dev_stats, dev_cov) = results
     for k in host_data:

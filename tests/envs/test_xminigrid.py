@@ -11,8 +11,9 @@ from jaxwm.envs import xminigrid_env  # noqa: E402
 KEYS = ("vector", "reward", "is_first", "is_last", "is_terminal", "agent_pos", "direction")
 
 
-@pytest.mark.parametrize("layout, steps", [("MiniGrid-Empty-5x5-v0", 120),
-                                           ("MiniGrid-Empty-8x8-v0", 300)])
+@pytest.mark.parametrize("layout, steps", [
+    ("MiniGrid-Empty-5x5-v0", 120),
+    pytest.param("MiniGrid-Empty-8x8-v0", 300, marks=pytest.mark.slow)])
 def test_matches_envpool_on_the_same_actions(layout, steps):
     # Same start, goal and rules: every output of every step must agree, through goals,
     # time limits, autoresets and the no-op 'done' / pickup / drop / toggle actions.

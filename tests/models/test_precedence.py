@@ -127,7 +127,9 @@ def test_rac_action_hand_cases():
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.floats(-5, 5), st.floats(0, 1)), min_size=1, max_size=6),
+@given(st.lists(st.tuples(  # float32 without subnormals: XLA flushes them to zero
+    st.floats(-5, 5, width=32, allow_subnormal=False),
+    st.floats(0, 1, width=32, allow_subnormal=False)), min_size=1, max_size=6),
        st.floats(0.05, 0.95))
 def test_rac_never_picks_an_unsafe_action_when_a_safe_one_exists(rows, beta):
     pref, phi = (np.asarray(x, np.float32) for x in zip(*rows))
