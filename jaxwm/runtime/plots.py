@@ -100,7 +100,10 @@ def plot_eval_curves(scores: dict, path: str, names: dict | None = None, reps: i
                             color=f"C{i}", alpha=0.2)
         ax.set(title=task, xlabel="env steps", ylabel=f"{ylabel} (IQM, 95% CI)")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+    labels = [tuple(ax.get_legend_handles_labels()[1]) for ax in axes[0]]
+    for ax, own in zip(axes[0], labels):   # once, unless the panels hold different methods
+        if ax is axes[0][0] or own != labels[0]:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
