@@ -1,9 +1,10 @@
 r"""Reversibility-aware RL (Grinsztajn et al., NeurIPS 2021) at the cpu preset, >= 5 seeds:
 
-- Turf and Sokoban: PPO vs PPO + RAE (the preset's beta 0.7 and w 0.1): irreversible steps per episode (grass damaged; boxes pushed into
-  a corner) over the whole training and over its last 10%, success (goal reached; level solved)
-  and return over the last 10%, and psi's precision / recall at beta on uniform-random
-  transitions, where the true irreversible steps are known.
+- Turf and Sokoban: PPO vs PPO + RAE (the preset's beta 0.7 and w 0.1): irreversible steps
+  per episode (grass damaged; boxes pushed into a corner) over the whole training and over its
+  last 10%, success (goal reached; level solved) and return over the last 10%, and psi's
+  precision / recall at beta on uniform-random transitions, where the true irreversible steps
+  are known.
 - CartPole-v1: DQN vs DQN + RAC (psi and phi trained offline on random transitions): falls over
   training, episodes before the first fall, mean training return, greedy evaluation return and
   falls, and the fraction of random transitions psi calls irreversible.

@@ -24,7 +24,6 @@ from jaxwm.envs import base
 from jaxwm.envs.envpool_envs import CraftaxClassicEnv
 
 PREFIX = 'craftax:'
-NAMES = (PREFIX + 'Craftax-Classic-Symbolic-v1',)
 NUM_ACTIONS = 17
 ACHIEVEMENTS = CraftaxClassicEnv.ACHIEVEMENTS
 OPTIONS = {'obs': ('vector', ('vector',)),
@@ -33,6 +32,11 @@ OPTIONS = {'obs': ('vector', ('vector',)),
 
 def available() -> bool:
     return importlib.util.find_spec('craftax') is not None
+
+
+def names() -> tuple:
+    """The names this backend serves (empty without craftax)."""
+    return (PREFIX + 'Craftax-Classic-Symbolic-v1',) if available() else ()
 
 
 class CraftaxConfig(NamedTuple):

@@ -23,15 +23,9 @@ from jaxwm.envs import base, craftax_env, sokoban, turf, xminigrid_env
 from jaxwm.envs.base import ActionSpace, Space
 
 CORES = {turf.NAME: turf, sokoban.NAME: sokoban}
-
-
-# optional backends: name prefix -> (core module, package)
+# optional backends: name prefix -> (core module with `available()` and `names()`, package)
 OPTIONAL = {xminigrid_env.PREFIX: (xminigrid_env, 'xminigrid'),
             craftax_env.PREFIX: (craftax_env, 'craftax')}
-
-
-def _optional_names(module) -> tuple:
-    return tuple(module.names() if callable(getattr(module, 'names', None)) else module.NAMES)
 
 
 def missing_package(name: str) -> str | None:
@@ -45,8 +39,7 @@ def missing_package(name: str) -> str | None:
 
 def names() -> list:
     """Every JAX-native name: the cores' and those of the installed optional backends."""
-    return sorted(CORES) + [n for module, _ in OPTIONAL.values() if module.available()
-                            for n in _optional_names(module)]
+    return sorted(CORES) + [n for module, _ in OPTIONAL.values() for n in module.names()]
 
 
 def core(name: str):
@@ -58,7 +51,7 @@ def core(name: str):
     if package:
         raise ValueError(f"{name} needs {package}: pip install -e '.[jax-envs]'")
     for prefix, (module, _) in OPTIONAL.items():
-        if name.startswith(prefix) and name in _optional_names(module):
+        if name.startswith(prefix) and name in module.names():
             return module
     raise ValueError(f'{name!r} is not a JAX-native environment; allowed: {names()}')
 
@@ -168,8 +161,13 @@ class JaxNativeEnv(base.Env):
         """The chain's current key: step t's key is the second half of its t-th split."""
         return self._key
 
+    def device_reset(self) -> tuple:
+        """(state, outputs) of a reset, left on device (the next key of the chain), for loops
+        that then step the core themselves (`protocol_step`)."""
+        return self._reset(self.next_key())
+
     def reset(self) -> dict:
-        self._state, out = self._reset(self.next_key())
+        self._state, out = self.device_reset()
         out = {k: np.asarray(v) for k, v in out.items()}
         self._last = out['is_last']
         return out

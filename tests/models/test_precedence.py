@@ -114,7 +114,8 @@ def test_phi_loss_is_minimal_at_the_target():
     logits = jnp.array([[0.0, np.log(0.2 / 0.8)], [np.log(0.9 / 0.1), 5.0]])
     grad = jax.grad(precedence.phi_loss)(logits, action, target)
     np.testing.assert_allclose(grad, 0.0, atol=1e-6)   # the untaken actions get no gradient
-    entropy = -np.mean([0.2 * np.log(0.2) + 0.8 * np.log(0.8), 0.9 * np.log(0.9) + 0.1 * np.log(0.1)])
+    entropy = -np.mean([0.2 * np.log(0.2) + 0.8 * np.log(0.8),
+                        0.9 * np.log(0.9) + 0.1 * np.log(0.1)])
     np.testing.assert_allclose(precedence.phi_loss(logits, action, target), entropy, rtol=1e-5)
 
 

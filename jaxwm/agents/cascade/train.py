@@ -306,7 +306,7 @@ def deploy_on_device(learner: Learner, env: jax_native.JaxNativeEnv, wm_params, 
     need. Same actions (keys `fold_in(key, t)`), env key chain and replay rows as the host loop
     over the same `JaxNativeEnv`."""
     module, cfg = env.module, env.cfg
-    env_state, out = _reset_on_device(module, cfg, env.num_envs, env.next_key())
+    env_state, out = env.device_reset()
     carry = (env_state, out, learner.wm.initial_carry(env.num_envs), replay_state,
              jnp.copy(env.key_chain))   # the carry is donated; the env keeps its key
     episodes, achieved = EpisodeStats(env.num_envs), []
@@ -326,11 +326,6 @@ def deploy_on_device(learner: Learner, env: jax_native.JaxNativeEnv, wm_params, 
             if start + t < steps_per_env - 1:   # the host loop sees the last output only after
                 coverage.observe(row)
     return carry[3], _deployment_stats(episodes, achieved, env)
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _reset_on_device(module, cfg, num_envs: int, key):
-    return jax_native.protocol_reset(module, cfg, key, num_envs)
 
 
 @functools.partial(jax.jit, donate_argnums=0, static_argnames=(

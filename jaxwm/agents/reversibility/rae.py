@@ -184,8 +184,7 @@ def chunk(c, nets, state: RaeState) -> tuple:
 
 def summarize(metrics: dict) -> dict:
     """Per-chunk means from stacked iteration metrics: per-episode return / irreversible steps /
-    success,
-    psi precision and recall at beta, and the means of the loss metrics."""
+    success, psi precision and recall at beta, and the means of the loss metrics."""
     total = {k: float(jnp.sum(v)) for k, v in metrics.items()}
     episodes = max(total["episodes"], 1.0)
     out = {"episode/return": total["return_sum"] / episodes,
@@ -194,8 +193,8 @@ def summarize(metrics: dict) -> dict:
            "episodes": total["episodes"],
            "psi/precision": total["true_positives"] / max(total["flagged"], 1.0),
            "psi/recall": total["true_positives"] / max(total["irreversible"], 1.0)}
-    skip = {"episodes", "return_sum", "irreversible_sum", "success_sum", "true_positives", "flagged",
-            "irreversible"}
+    skip = {"episodes", "return_sum", "irreversible_sum", "success_sum", "true_positives",
+            "flagged", "irreversible"}
     out.update({k: float(jnp.mean(v)) for k, v in metrics.items() if k not in skip})
     return out
 

@@ -1,8 +1,8 @@
 """Reversibility-aware RL entry point: `train_and_evaluate(config, workdir)` runs mode 'rae'
-(PPO +- RAE on Turf or Sokoban, compiled chunks) or 'rac' (offline psi/phi, then DQN +- RAC on CartPole)
-under the workdir contract (`jaxwm.runtime.workdir`): validated before anything is written,
-a workdir of another config refused, a killed run resumed from its last checkpoint with no
-record logged twice. Writes config.json, metrics.jsonl, tb/, checkpoints/, plots/metrics.png.
+(PPO +- RAE on Turf or Sokoban, compiled chunks) or 'rac' (offline psi/phi, then DQN +- RAC on
+CartPole) under the workdir contract (`jaxwm.runtime.workdir`): validated before anything is
+written, a workdir of another config refused, a killed run resumed from its last checkpoint
+with no record logged twice. Writes config.json, metrics.jsonl, tb/, checkpoints/, plots/metrics.png.
 """
 import functools
 import os
@@ -35,7 +35,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if config.mode == "rae":
             rae.env_core(config)
         if config.mode == "rac":
-            envs.check(config.rac.env)
             probe = envs.make(config.rac.env, 1)
             probe.close()
             if not probe.act_space.discrete or set(probe.obs_space) != {"vector"}:
@@ -115,10 +114,8 @@ def _train_rac(c, workdir: str, num_actions: int, obs_dim: int) -> dict:
     q = c.rac
     nets = rac.build(c, num_actions)
     k_data, k_psi, k_phi, k_dqn, k_eval = jax.random.split(jax.random.PRNGKey(c.seed), 5)
-    abstract_params = jax.eval_shape(lambda: {
-        "psi": nets.psi.init(k_psi, jnp.zeros((1, obs_dim)), jnp.zeros((1, obs_dim))),
-        "phi": nets.phi.init(k_phi, jnp.zeros((1, obs_dim)))})
-    state = {**jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), abstract_params),
+    zeros = jnp.zeros((1, obs_dim))   # psi and phi: restore targets until the offline phase
+    state = {"psi": nets.psi.init(k_psi, zeros, zeros), "phi": nets.phi.init(k_phi, zeros),
              "dqn": rac.init_dqn(c, nets, obs_dim, k_dqn)}
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), 2)
     restored = ckpt.restore_latest(state)
