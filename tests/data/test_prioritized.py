@@ -91,6 +91,7 @@ def test_only_whole_sequences_behind_the_write_head_are_drawn(steps):
         assert t.min() >= steps - count and t.max() <= steps - 1
 
 
+@pytest.mark.slow   # ~110 s cold on 2 cores: keeps `make test` under 15 min
 def test_sharded_buffer_samples_each_devices_envs_and_updates_locally():
     """On a 2-device mesh each device keeps the tree of its 2 envs: samples are valid, split on
     the batch axis, the weights' batch max is 1, and local leaves update their own device."""
