@@ -2,8 +2,8 @@
 whole rollouts inside one compiled `lax.scan` (no host round trip per step), and
 `JaxNativeEnv`, which serves the same functions through the batched `base.Env` protocol.
 
-A core module (`turf`, `sokoban`; `xminigrid_env` for the 'xminigrid:' names and
-`craftax_env` for 'craftax:', with the optional packages) defines
+A core module (`turf`, `sokoban`, `minatar` for the four 'MinAtar-*' games; `xminigrid_env` for
+the 'xminigrid:' names and `craftax_env` for 'craftax:', with the optional packages) defines
 NUM_ACTIONS, OPTIONS (option -> (default, allowed)), `make_config(options, name)` (a static,
 hashable NamedTuple), `obs_size(cfg)`, and pure functions
   reset(key, cfg) -> state (a pytree)
@@ -19,10 +19,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxwm.envs import base, craftax_env, sokoban, turf, xminigrid_env
+from jaxwm.envs import base, craftax_env, minatar, sokoban, turf, xminigrid_env
 from jaxwm.envs.base import ActionSpace, Space
 
-CORES = {turf.NAME: turf, sokoban.NAME: sokoban}
+CORES = {turf.NAME: turf, sokoban.NAME: sokoban, **dict.fromkeys(minatar.NAMES, minatar)}
 # optional backends: name prefix -> (core module with `available()` and `names()`, package)
 OPTIONAL = {xminigrid_env.PREFIX: (xminigrid_env, 'xminigrid'),
             craftax_env.PREFIX: (craftax_env, 'craftax')}
