@@ -32,7 +32,8 @@ setup(
         "numpy",
     ],
     extras_require={
-        "test": ["pytest", "pytest-xdist", "hypothesis", "xminigrid>=0.9.3", "craftax>=1.5"],
+        "test": ["pytest", "pytest-xdist", "hypothesis", "xminigrid>=0.9.3", "craftax>=1.5",
+                 "minatar"],   # the numpy reference of the JAX-native MinAtar games
         # JAX-native MiniGrid layouts and Craftax Classic ('xminigrid:...', 'craftax:...')
         "jax-envs": ["xminigrid>=0.9.3", "craftax>=1.5"],
     },

@@ -6,7 +6,8 @@
 - MiniGrid:       envpool ids 'MiniGrid-*' (e.g. 'MiniGrid-FourRooms-v0')  -> MiniGridEnv
 - Craftax Classic: 'Craftax-Classic-Pixels-v1', 'Craftax-Classic-Symbolic-v1' -> CraftaxClassicEnv
 - DMC pixels:     'dmc:<domain>_<task>' (e.g. 'dmc:walker_walk')           -> DmcPixelsEnv
-- JAX-native:     'Turf-v0', 'Sokoban-v0'; with the jax-envs extra 'xminigrid:MiniGrid-*',
+- JAX-native:     'Turf-v0', 'Sokoban-v0', 'MinAtar-<Game>-v0' (Breakout, SpaceInvaders, Freeway,
+                  Asterix); with the jax-envs extra 'xminigrid:MiniGrid-*',
                   'craftax:Craftax-Classic-Symbolic-v1' (jax_native.py)    -> JaxNativeEnv
 """
 import difflib
