@@ -12,7 +12,7 @@ Reward: +1 per brick / alien / crossing / treasure. Terminal: the game's own end
 missed; the cannon is hit or reached; Freeway's 2500-step clock runs out, which MinAtar treats
 as the end of the game; an enemy is touched). Difficulty ramps as in MinAtar where the game has
 a ramp (Space Invaders: faster aliens after each cleared wave; Asterix: faster spawns and
-moves every 100 steps), option 'ramping'.
+moves every 102 steps), option 'ramping'.
 
 Options: 'sticky' (MinAtar's sticky-action probability, default 0.1: with it the previous
 action is repeated instead of the chosen one), 'ramping' (default True) and
@@ -93,8 +93,8 @@ def _vertical(action: jax.Array) -> jax.Array:
 
 # ------------------------------------------------------------------------------------ Breakout
 # The ball moves diagonally, one cell a step: direction 0 up-left, 1 up-right, 2 down-right,
-# 3 down-left. Walls and bricks reflect it; the paddle (row 9) sends it back up, to the other
-# side when it lands on the paddle's edge cell from beside; missing it ends the game. A broken
+# 3 down-left. Walls and bricks reflect it; at row 9 the paddle reflects it if the ball was above
+# the paddle, reverses it if it reaches the paddle's cell diagonally; else the game ends. A broken
 # brick gives +1; a second brick right after a strike is passed into without breaking (MinAtar's
 # `strike` flag). When the ball reaches the bottom row with no bricks left, 3 rows come back.
 _DX = np.array([-1, 1, 1, -1], np.int32)
@@ -166,7 +166,7 @@ def _breakout_render(g: BreakoutState) -> list:
 # ------------------------------------------------------------------------------ Space Invaders
 # The cannon (row 9) moves left/right or fires (one shot every 5 steps); its bullets rise one row
 # a step, the aliens' fall one row a step. The alien block (4 x 6 at the start) steps sideways
-# every `move_interval` steps (or every step per remaining alien, if fewer), and down one row
+# every `move_interval` steps (every n steps when n < that aliens are left), and down one row
 # with a turn at a wall; the alien nearest the cannon's column (its lowest) fires every 10 steps.
 # +1 per alien shot. Terminal: an enemy bullet or an alien on the cannon, or aliens moving down
 # from the bottom row. A cleared wave comes back, with ramping one step faster (down to 6).
@@ -248,9 +248,9 @@ def _space_invaders_render(g: SpaceInvadersState) -> list:
 
 # ----------------------------------------------------------------------------------- Freeway
 # The chicken (column 4) crosses 8 lanes of cars (rows 1-8, one car each) from row 9 to row 0;
-# it can move up or down once every 4 steps. Reaching row 0 gives +1, sends it back to row 9 and
+# it can move up or down once every 3 steps. Reaching row 0 gives +1, sends it back to row 9 and
 # redraws every car's speed and direction; a car on the chicken sends it back to row 9. A car
-# with speed s moves one cell every s + 1 steps, wrapping around. The game ends after 2500 steps.
+# with speed s moves one cell every s + 1 steps, wrapping around. The game ends on step 2501.
 PLAYER_SPEED, TIME_LIMIT = 3, 2500
 
 
@@ -316,9 +316,9 @@ def _freeway_render(g: FreewayState) -> list:
 # ----------------------------------------------------------------------------------- Asterix
 # The player moves in rows 1-8; enemies and treasure (gold) cross the rows sideways, at most one
 # per row, spawned every `spawn_speed` steps in a random free row, from a random side, gold with
-# probability 1/3; all of them move one cell every `move_speed` + 1 steps. Touching gold: +1 (it
-# is taken); touching an enemy: terminal. With ramping, every 101 steps the spawns get faster
-# (down to every step) and every second time the moves too (down to every 2 steps).
+# probability 1/3; all of them move one cell every `move_speed` steps. Touching gold: +1 (it is
+# taken); touching an enemy: terminal. With ramping, every 102 steps the spawns get faster (down
+# to every step) and every second time the moves too (down to every step).
 RAMP_INTERVAL, INIT_SPAWN_SPEED, INIT_MOVE_INTERVAL = 100, 10, 5
 
 
