@@ -53,13 +53,18 @@ class Checkpointer:
             self.directory, options=options, item_names=(_STATE, _METADATA)
         )
 
-    def save(self, step: int, state: Any, metadata: dict | None = None, wait: bool = True) -> None:
+    def save(self, step: int, state: Any, metadata: dict | None = None, wait: bool = True,
+             replace: bool = False) -> None:
         """Writes `state` (any pytree of arrays) and JSON-serialisable `metadata` as checkpoint `step`.
 
         With wait=False the write finishes in the background (device arrays are copied first, so
         `state` may be donated right after); call `wait()` or `close()` before exiting.
+        replace: a checkpoint already saved at `step` (the latest) is replaced by this one.
         """
         latest = self.latest_step()
+        if replace and latest == step:
+            self._manager.delete(step)
+            latest = self.latest_step()
         if latest is not None and step <= latest:
             raise ValueError(f"step={step} must be greater than the latest saved step {latest}.")
         args = ocp.args.Composite(

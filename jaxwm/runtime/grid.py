@@ -90,7 +90,8 @@ def run_all(runs: Sequence[Run], jobs: int = 1) -> None:
 
 
 def save_report(out_dir: str, title: str, body: str, results: dict, scores: dict,
-                names: dict, reps: int, ylabel: str = "eval return") -> None:
+                names: dict, reps: int, ylabel: str = "eval return",
+                xlabel: str = "env steps") -> None:
     """Print and write a grid's report: table.md (title with the bootstrap used, then body),
     results.json (`results`) and curves.png (`plots.plot_eval_curves` of `scores`)."""
     from jaxwm.runtime import plots
@@ -102,5 +103,6 @@ def save_report(out_dir: str, title: str, body: str, results: dict, scores: dict
         f.write(text)
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
-    plots.plot_eval_curves(scores, os.path.join(out_dir, "curves.png"), names, reps, ylabel)
+    plots.plot_eval_curves(scores, os.path.join(out_dir, "curves.png"), names, reps, ylabel,
+                           xlabel)
     print(f"saved {out_dir}/table.md, results.json, curves.png")

@@ -77,8 +77,8 @@ def plot_metrics(workdir: str, keys: tuple, path: str | None = None, title: str 
 
 
 def plot_eval_curves(scores: dict, path: str, names: dict | None = None, reps: int = 2000,
-                     ylabel: str = "eval return") -> str:
-    """Evaluation return (or `ylabel`) vs env steps, one panel per task: the IQM over seeds with
+                     ylabel: str = "eval return", xlabel: str = "env steps") -> str:
+    """Evaluation return (or `ylabel`) vs env steps (or `xlabel`), one panel per task: the IQM over seeds with
     its 95% bootstrap CI per method; rows without a curve (a random policy, an offline-only
     score) as dashed lines at their IQM. scores: {task: {method: {seed: `grid.run_scores`
     dict}}}."""
@@ -98,7 +98,7 @@ def plot_eval_curves(scores: dict, path: str, names: dict | None = None, reps: i
                     color=f"C{i}", label=label)
             ax.fill_between(steps, [x["ci_low"] for x in st], [x["ci_high"] for x in st],
                             color=f"C{i}", alpha=0.2)
-        ax.set(title=task, xlabel="env steps", ylabel=f"{ylabel} (IQM, 95% CI)")
+        ax.set(title=task, xlabel=xlabel, ylabel=f"{ylabel} (IQM, 95% CI)")
         ax.grid(alpha=0.3)
     labels = [tuple(ax.get_legend_handles_labels()[1]) for ax in axes[0]]
     for ax, own in zip(axes[0], labels):   # once, unless the panels hold different methods

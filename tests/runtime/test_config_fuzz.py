@@ -22,9 +22,10 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from experiments.configs import (cascade, dreamer, fowm, plan2explore, planet, reversibility,
-                                 tdmpc, world_model)
+from experiments.configs import (cascade, daydreamer, dreamer, fowm, plan2explore, planet,
+                                 reversibility, tdmpc, world_model)
 from jaxwm.agents.cascade import train as cascade_train
+from jaxwm.agents.daydreamer import train as daydreamer_train
 from jaxwm.agents.dreamer import train as dreamer_train
 from jaxwm.agents.fowm import train as fowm_train
 from jaxwm.agents.plan2explore import train as plan2explore_train
@@ -46,6 +47,7 @@ BINARIES = {
     "fowm": (fowm, fowm_train, "train_and_evaluate"),
     "planet": (planet, planet_train, "train_and_evaluate"),
     "reversibility": (reversibility, reversibility_train, "train_and_evaluate"),
+    "daydreamer": (daydreamer, daydreamer_train, "train_and_evaluate"),
 }
 
 # Plausible values of string fields (by the last name of their dotted path), valid or not for
@@ -58,6 +60,8 @@ PLAUSIBLE = {
     "diversity_placement": ("final", "spread"),
     "eval_deployments": ("last", "all", "none", "1", "1,2", "0", "-1", "99", "1,,2", "first"),
     "method": ("cascade", "pp2e", "p2e", "random", "dreamer"),
+    "backend": ("sync", "threads", "ray", "process"),
+    "agent": ("dreamer", "tdmpc", "planet"),
     "conv_lowering": ("auto", "native", "phase", "space_to_depth"),
     "latent": ("discrete", "gaussian", "continuous"),
     "reward_head": ("normal", "twohot", "scalar"),

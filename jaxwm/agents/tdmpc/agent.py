@@ -21,6 +21,7 @@ from jaxwm.data import prioritized, replay
 from jaxwm.models import told
 from jaxwm.planners import mppi
 from jaxwm.types import TrainState, adam, scale_subtree
+from jaxwm.utils import random_action
 
 
 @flax.struct.dataclass
@@ -186,3 +187,44 @@ class Agent:
     def initial_plan(self, num_envs: int) -> jax.Array:
         """Zero plan means [N, H, A]."""
         return mppi.initial_plan(self.planner, self.action_size, (num_envs,))
+
+
+class OnlineTDMPC:
+    """TD-MPC in the online protocol of `jaxwm.runtime.online` (init / initial_carry / act /
+    train_steps), for runners that sample replay themselves (`jaxwm.runtime.async_runner`).
+    Acting plans by MPPI at the full horizon with the planner's std floor (`planner.min_std`;
+    the training loop's annealing schedules need the env step, which the protocol does not
+    pass); 'eval' plans without noise; 'random' is uniform. Training runs `Agent.update` on each
+    given batch of H + 1 steps, uniformly sampled (no prioritized replay)."""
+
+    def __init__(self, config: ml_collections.ConfigDict, obs_space: dict, act_space):
+        if "vector" not in obs_space or act_space.discrete:
+            raise ValueError(f"env.name={config.env.name!r}: TD-MPC needs 'vector' observations "
+                             f"and continuous actions, got obs {sorted(obs_space)}, "
+                             f"discrete={act_space.discrete}")
+        self.agent = Agent(config, obs_space["vector"].shape[0], act_space.size)
+        self.act_space, self.seq_len = act_space, config.model.horizon + 1
+
+    def init(self, key: jax.Array) -> AgentState:
+        return self.agent.init(key)
+
+    def initial_carry(self, num_envs: int) -> jax.Array:
+        return self.agent.initial_plan(num_envs)
+
+    def act(self, state: AgentState, plan: jax.Array, obs: dict, key: jax.Array, mode):
+        k_plan, k_random = jax.random.split(key)
+        action, plan, _ = self.agent.act(state, obs["vector"], plan, obs["is_first"], k_plan,
+                                         mode == 0)
+        uniform = random_action(self.act_space, obs["is_first"].shape[0], k_random)
+        return jnp.where(mode == 2, uniform, action), plan
+
+    def train_steps(self, state: AgentState, batches: dict, key: jax.Array):
+        """batches: fields [K, H + 1, B, ...] -> (state, mean metrics) after K updates."""
+        def body(state, xs):
+            batch, k = xs
+            state, metrics, _ = self.agent.update(state, batch, k)
+            return state, metrics
+
+        keys = jax.random.split(key, jax.tree.leaves(batches)[0].shape[0])
+        state, metrics = jax.lax.scan(body, state, (batches, keys))
+        return state, jax.tree.map(jnp.mean, metrics)
