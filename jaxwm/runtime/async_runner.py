@@ -37,10 +37,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jax.experimental import multihost_utils
+
 from jaxwm.data import replay
 from jaxwm.envs.realtime import RealTimeEnv
-from jaxwm.runtime import online
-from jaxwm.runtime.checkpoint import Checkpointer
+from jaxwm.runtime import distributed, online, sharding
+from jaxwm.runtime.checkpoint import Checkpointer, ProcessCheckpointer
 from jaxwm.runtime.logging import RunLogger, _rewrite_records, save_config, to_python
 
 BACKENDS = ("sync", "threads", "ray")
@@ -395,7 +397,13 @@ def run(agent_fn: Callable, config: ml_collections.ConfigDict, workdir: str, *,
     and the learner 'inserted'."""
     c = config.runner
     check_runner_config(c)
-    env_fn = env_fn or functools.partial(actor_env, config.env, config.seed, c.control_hz)
+    multi, process = jax.process_count() > 1, jax.process_index()
+    if multi and c.backend == "sync":
+        raise ValueError("runner.backend='sync' runs in one process; with "
+                         f"{jax.process_count()} processes use 'threads' or 'ray'")
+    # every process has its own actors and envs (seeded apart) and its own replays
+    env_fn = env_fn or functools.partial(actor_env, config.env, config.seed + 104_729 * process,
+                                         c.control_hz)
     probe = env_fn(0, 0)
     try:
         agent = agent_fn(probe)
@@ -411,14 +419,29 @@ def run(agent_fn: Callable, config: ml_collections.ConfigDict, workdir: str, *,
              "replays": tuple(replay.init(spec, c.replay_capacity, num_envs) for _ in range(A)),
              "ids": tuple(replay.init(id_spec, c.replay_capacity, num_envs) for _ in range(A)),
              "key": key}
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), c.checkpoints_to_keep or None)
-    restored = ckpt.restore_latest(state)
+    checkpoints = os.path.join(workdir, "checkpoints")
+    if multi:
+        ckpt = ProcessCheckpointer(checkpoints, c.checkpoints_to_keep or None)
+        restored = ckpt.restore_latest(state)
+        steps = multihost_utils.process_allgather(np.int64(-1 if restored is None
+                                                            else restored[0]))
+        if len(set(steps.tolist())) > 1:
+            raise ValueError(f"the processes' latest checkpoints differ ({steps.tolist()}): "
+                             "resume needs the same one in every process")
+    else:
+        ckpt = Checkpointer(checkpoints, c.checkpoints_to_keep or None)
+        restored = ckpt.restore_latest(state)
     env_step, meta = 0, {}
     if restored is not None:
-        env_step, state, meta = restored
+        _, state, meta = restored
+        env_step = meta["env_step"]
+    mesh = None
+    if multi:                      # the learner state lives on every device of every process
+        mesh = sharding.make_mesh()
+        state["agent"] = distributed.replicate(state["agent"], mesh)
     save_config(config, workdir)
     loop = {"next_ids": [0] * A, "version": 0, "calls": 0, "pretrained": False, "owed": 0,
-            "seconds": 0.0, "restarts": 0, "metrics": {}, **meta.get("loop", {})}
+            "seconds": 0.0, "restarts": 0, "metrics": {}, "turns": 0, **meta.get("loop", {})}
     next_ids = list(loop["next_ids"])
     version, calls, pretrained, owed = (loop["version"], loop["calls"], loop["pretrained"],
                                         loop["owed"])
@@ -432,16 +455,29 @@ def run(agent_fn: Callable, config: ml_collections.ConfigDict, workdir: str, *,
         lambda r, row: (replay.add(r, row), None), r, rows)[0], donate_argnums=0)
     sizes = batch_sizes(c.batch_size, A)
 
-    def train(agent_state, replays, key):
-        keys = jax.random.split(key, A + 1)
+    def sample(replays, key):
+        """[K, T, B] from the actors' replays (B split over them), concatenated on B."""
+        keys = jax.random.split(key, A)
         parts = [online.sample_batches(r, k, c.grad_steps, n, c.seq_len)
-                 for r, k, n in zip(replays, keys[1:], sizes)]
-        batches = jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=2), *parts)
-        return agent.train_steps(agent_state, batches, keys[0])
+                 for r, k, n in zip(replays, keys, sizes)]
+        return jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=2), *parts)
 
-    # compiled before the clock starts and the actors move (a robot would wait for it too)
-    train = jax.jit(train, donate_argnums=0).lower(
-        state["agent"], state["replays"], state["key"]).compile()
+    if multi:   # sample here, train on the global batch of every process's samples
+        sample_local = jax.jit(sample)
+        train_global = jax.jit(agent.train_steps, donate_argnums=0)
+
+        def train(agent_state, replays, key):
+            local = sample_local(replays, jax.random.fold_in(key, 1 + process))
+            batches = distributed.global_batch(jax.device_get(local), mesh, axis=2)
+            return train_global(agent_state, batches, distributed.replicate(key, mesh))
+    else:
+        def train(agent_state, replays, key):
+            k_sample, k_train = jax.random.split(key)
+            return agent.train_steps(agent_state, sample(replays, k_sample), k_train)
+
+        # compiled before the clock starts and the actors move (a robot would wait too)
+        train = jax.jit(train, donate_argnums=0).lower(
+            state["agent"], state["replays"], state["key"]).compile()
     worker_args = [(agent_fn, env_fn, i, config.seed) for i in range(A)]
     messages: list = []
     if c.backend == "ray":
@@ -453,11 +489,15 @@ def run(agent_fn: Callable, config: ml_collections.ConfigDict, workdir: str, *,
                    ThreadBackend(workers, list(next_ids), c.chunk, c.queue_size,
                                  messages.append))
 
+    def local_params():
+        """The agent state on this process's device, apart from the learner's buffers (which
+        training donates)."""
+        if multi:
+            return jax.tree.map(lambda x: jnp.asarray(distributed.local_value(x)), state["agent"])
+        return state["agent"] if c.backend == "sync" else jax.tree.map(jnp.copy, state["agent"])
+
     def publish():
-        # actors read a copy: training donates (reuses) the learner's buffers
-        params = state["agent"] if c.backend == "sync" else jax.tree.map(jnp.copy,
-                                                                          state["agent"])
-        backend.publish(version, params)
+        backend.publish(version, local_params())
 
     def insert(chunk: Chunk) -> None:
         nonlocal env_step, owed
@@ -489,15 +529,19 @@ def run(agent_fn: Callable, config: ml_collections.ConfigDict, workdir: str, *,
         nonlocal calls, metrics
         state["key"], k = jax.random.split(state["key"])
         state["agent"], metrics = train(state["agent"], state["replays"], k)
+        # wait for the step (the GIL is free meanwhile): a learner dispatching ahead without
+        # waiting would hold the GIL and starve the actor threads (measured: 5.7 of 20 Hz)
+        metrics = jax.tree.map(distributed.local_value if multi else np.asarray, metrics)
         calls += 1
 
     def save(replace: bool = False):
         state_loop = {"next_ids": list(next_ids), "version": version, "calls": calls,
                       "pretrained": pretrained, "owed": owed, "seconds": elapsed(),
-                      "restarts": restarts, "metrics": to_python(metrics)}
-        ckpt.save(env_step, state, {"env_step": env_step, "loop": state_loop,
-                                    "records": logger.records, "episodes": episode_log.count},
-                  replace=replace)
+                      "restarts": restarts, "metrics": to_python(metrics), "turns": turns}
+        # numbered by env step, or by the learner's turn, which all processes share
+        ckpt.save(turns if multi else env_step, state,
+                  {"env_step": env_step, "loop": state_loop, "records": logger.records,
+                   "episodes": episode_log.count}, replace=replace)
 
     t_start = time.monotonic() - loop["seconds"]
     elapsed = lambda: time.monotonic() - t_start  # noqa: E731 -- across resumes
@@ -513,10 +557,23 @@ def run(agent_fn: Callable, config: ml_collections.ConfigDict, workdir: str, *,
     def capped() -> bool:
         """The async learner is ahead of `max_ratio` train calls per `train_every` env steps."""
         return bool(c.max_ratio) and calls >= c.max_ratio * env_step / c.train_every
+    def agree(*wanted) -> list:
+        """Per flag, whether any process wants it (one process: its own flags)."""
+        if not multi:
+            return [bool(w) for w in wanted]
+        return multihost_utils.process_allgather(np.array(wanted, bool)).any(0).tolist()
+
     publish()
-    turns = 0
+    turns, turns0 = loop["turns"], loop["turns"]
     try:
-        while env_step < c.steps and not out_of_time():
+        while True:
+            stop, due = agree(env_step >= c.steps or out_of_time(),
+                              env_step // c.checkpoint_every > last_ckpt)
+            if stop:
+                break
+            if due:
+                last_ckpt = env_step // c.checkpoint_every
+                save()
             turns += 1
             idle = not ready() or capped() or c.backend == "sync"
             for chunk in backend.poll(0.05 if idle else 0.0):
@@ -534,7 +591,7 @@ def run(agent_fn: Callable, config: ml_collections.ConfigDict, workdir: str, *,
                 if due:
                     version += 1
                     publish()
-            elif c.backend != "sync" and ready() and not capped():
+            elif c.backend != "sync" and not agree(not ready() or capped())[0]:
                 train_once()           # async: one call per turn, the queue drained between
                 pretrained = calls >= c.pretrain
                 if pretrained and (calls - c.pretrain) % c.sync_every == 0:
@@ -543,9 +600,6 @@ def run(agent_fn: Callable, config: ml_collections.ConfigDict, workdir: str, *,
             if env_step // c.log_every > last_log:
                 last_log = env_step // c.log_every
                 log()
-            if env_step // c.checkpoint_every > last_ckpt:
-                last_ckpt = env_step // c.checkpoint_every
-                save()
             if env_step != logger._last:
                 logger.advance(env_step)
             if on_step is not None:
@@ -561,10 +615,11 @@ def run(agent_fn: Callable, config: ml_collections.ConfigDict, workdir: str, *,
     summary = {"env_steps": float(env_step), "train_calls": float(calls),
                "version": float(version), "actor_restarts": float(restarts),
                "produced": backend.produced, "inserted": list(next_ids)}
-    if turns:                            # else: a finished run, rerun
+    if turns > turns0:                   # else: a finished run, rerun
         final = {}
         if c.eval_episodes:
-            final["eval/return"] = summary["eval/return"] = evaluate(agent, state, config)
+            final["eval/return"] = summary["eval/return"] = evaluate(
+                agent, local_params(), config)
         log(final)                       # the end of the budget (steps or minutes)
         save(replace=True)
     summary["minutes"] = elapsed() / 60.0
@@ -588,15 +643,14 @@ def run(agent_fn: Callable, config: ml_collections.ConfigDict, workdir: str, *,
     return summary
 
 
-def evaluate(agent, state: dict, config: ml_collections.ConfigDict) -> float:
+def evaluate(agent, params, config: ml_collections.ConfigDict) -> float:
     """Mean return of `runner.eval_episodes` unpaced episodes of the agent's eval mode."""
     env = online.make_env(config.env, config.seed + 10_000, num_envs=config.runner.eval_episodes)
     act = jax.jit(agent.act)
-    params = state["agent"]
     try:
         res = online.run_episodes(
             env, lambda carry, obs, k: act(params, carry, obs, k, jnp.int32(EVAL)),
-            agent.initial_carry(env.num_envs), jax.random.fold_in(state["key"], 1))
+            agent.initial_carry(env.num_envs), jax.random.PRNGKey(config.seed + 10_000))
     finally:
         env.close()
     return float(np.mean(res["return"]))

@@ -9,9 +9,13 @@ time a Checkpointer opens the directory). Runs pass `directory=<workdir>/checkpo
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import os
+import shutil
+from typing import Any, Callable
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
@@ -151,3 +155,70 @@ class Checkpointer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class ProcessCheckpointer:
+    """The `Checkpointer` interface for one process of a multi-process run (`jax.distributed`),
+    where orbax saves only global arrays collectively: each process writes its own state (host
+    copies of its replays and of the replicated learner state) as `<directory>/<step>/state.npz`
+    + `metadata.json`, into a tmp dir renamed when complete. The caller makes every process save
+    the same steps."""
+
+    def __init__(self, directory: str, max_to_keep: int | None = 3):
+        self.directory, self.max_to_keep = os.path.abspath(directory), max_to_keep
+        os.makedirs(self.directory, exist_ok=True)
+        for name in os.listdir(self.directory):
+            if name.endswith(".tmp"):
+                shutil.rmtree(os.path.join(self.directory, name))
+
+    def all_steps(self) -> list[int]:
+        return sorted(int(n) for n in os.listdir(self.directory) if n.isdigit())
+
+    def latest_step(self) -> int | None:
+        steps = self.all_steps()
+        return steps[-1] if steps else None
+
+    def save(self, step: int, state: Any, metadata: dict | None = None, wait: bool = True,
+             replace: bool = False) -> None:
+        del wait                      # always synchronous
+        latest = self.latest_step()
+        if replace and latest == step:
+            shutil.rmtree(os.path.join(self.directory, str(step)))
+            latest = self.latest_step()
+        if latest is not None and step <= latest:
+            raise ValueError(f"step={step} must be greater than the latest saved step {latest}.")
+        tmp = os.path.join(self.directory, f"{step}.tmp")
+        os.makedirs(tmp)
+        leaves = jax.tree_util.tree_leaves_with_path(state)
+        np.savez(os.path.join(tmp, "state.npz"),
+                 **{jax.tree_util.keystr(p): _host(x) for p, x in leaves})
+        with open(os.path.join(tmp, "metadata.json"), "w") as f:
+            json.dump(dict(metadata or {}), f)
+        os.rename(tmp, os.path.join(self.directory, str(step)))
+        steps = self.all_steps()
+        for old in steps[:-self.max_to_keep] if self.max_to_keep else []:
+            shutil.rmtree(os.path.join(self.directory, str(old)))
+
+    def restore_latest(self, target: Any, place: Callable = jax.device_put
+                       ) -> tuple[int, Any, dict] | None:
+        """(step, pytree shaped like `target` with every leaf `place`d, metadata) or None."""
+        step = self.latest_step()
+        if step is None:
+            return None
+        path = os.path.join(self.directory, str(step))
+        with np.load(os.path.join(path, "state.npz")) as arrays:
+            paths, treedef = jax.tree_util.tree_flatten_with_path(target)
+            leaves = [place(arrays[jax.tree_util.keystr(p)]) for p, _ in paths]
+        with open(os.path.join(path, "metadata.json")) as f:
+            metadata = json.load(f)
+        return step, jax.tree_util.tree_unflatten(treedef, leaves), metadata
+
+    def close(self) -> None:
+        pass
+
+
+def _host(x) -> np.ndarray:
+    """A leaf as numpy: replicated global arrays are read from this process's first device."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        return np.asarray(x.addressable_shards[0].data)
+    return np.asarray(x)

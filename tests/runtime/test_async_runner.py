@@ -200,3 +200,17 @@ def test_ray_backend_gives_the_same_counts(tmp_path, monkeypatch):
         ray.shutdown()
     assert killed and summary["actor_restarts"] >= 1
     assert_exactly_once(summary, final)
+
+
+@pytest.mark.parametrize("preset", [
+    "smoke_tdmpc", pytest.param("smoke_v3", marks=pytest.mark.slow)])
+def test_other_agents_run_through_the_runner(tmp_path, preset):
+    """TD-MPC (through `OnlineTDMPC`: MPPI acting, updates on the runner's batches) and
+    DreamerV3 train with the sync backend; every transition is inserted once."""
+    config = get_config(preset)
+    config.runner.backend = "sync"
+    final = {}
+    summary = train_and_evaluate(config, str(tmp_path), on_end=final.update)
+    assert summary["train_calls"] >= 2 and summary["version"] >= 1
+    assert np.isfinite(summary["eval/return"])
+    assert_exactly_once(summary, final)

@@ -6,6 +6,9 @@ Presets `<size>[_<agent>]`, sizes smoke / cpu / paper, agents v2 (no suffix), v3
 - smoke: seconds, for tests (CartpoleBalance states, threads backend).
 - cpu: Dreamer's cpu preset on CartpoleBalance from states, its envs paced at 20 Hz
   (`runner.control_hz`), an 8-minute wall-clock budget: the DayDreamer sync-vs-async comparison.
+`distributed` (num_processes > 1): one process per host, each with its own actors, replays and
+workdir `<workdir>/process_<i>`, training one learner in lockstep on the global batch
+(`runner.batch_size` sequences from every process; `jaxwm.runtime.distributed`).
 - paper: the official code's A1 quadruped settings (danijar/daydreamer configs.yaml `a1`), on a
   DMC state task since no robot is attached: RSSM deter/hidden 256, batch 32 x 32, 5000 prefill
   steps, parameters synced to the actor every 20 learner steps, discount 0.995, actor min std
@@ -17,6 +20,7 @@ import ml_collections
 from jaxwm.agents.dreamer import config as dreamer_config
 from jaxwm.agents.tdmpc import config as tdmpc_config
 from jaxwm.runtime.async_runner import runner_config
+from jaxwm.runtime.distributed import distributed_config
 
 SIZES = ("smoke", "cpu", "paper")
 AGENTS = ("v2", "v3", "tdmpc")
@@ -52,6 +56,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     del c["run"]                   # the runner block holds the whole schedule
     c.preset = preset
     c.runner = runner
+    c.distributed = distributed_config()   # a learner over several processes (hosts)
     if size == "smoke":
         runner.chunk, runner.queue_size, runner.sync_every = 4, 4, 2
     elif size == "cpu":

@@ -1,13 +1,15 @@
 """DayDreamer entry point: the agent of `config.agent` trained by `jaxwm.runtime.async_runner`."""
 import functools
+import os
 
+import jax
 import ml_collections
 
 from jaxwm.agents.daydreamer.config import PRESETS
 from jaxwm.agents.dreamer.agent import Dreamer
 from jaxwm.agents.tdmpc import config as tdmpc_config
 from jaxwm.agents.tdmpc.agent import OnlineTDMPC
-from jaxwm.runtime import async_runner
+from jaxwm.runtime import async_runner, distributed
 from jaxwm.runtime.workdir import check_saved_config, check_values, user_errors
 
 AGENTS = ("dreamer", "tdmpc")
@@ -25,6 +27,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     if config.get("agent") not in AGENTS:
         raise ValueError(f"agent={config.get('agent')!r} is not one of {AGENTS}")
     async_runner.check_runner_config(config.runner)
+    if config.distributed.num_processes > 1 and config.runner.backend == "sync":
+        raise ValueError("runner.backend='sync' runs in one process; with "
+                         "distributed.num_processes > 1 use 'threads' or 'ray'")
     if config.agent == "tdmpc":
         tdmpc_config.planner_from(config)
         if config.runner.seq_len != config.model.horizon + 1:
@@ -32,9 +37,24 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                              f"= {config.model.horizon + 1} for TD-MPC")
 
 
+def join_processes(c: ml_collections.ConfigDict) -> None:
+    """`distributed.initialize` unless this process already belongs to the run (ValueError if
+    JAX started before it could join)."""
+    distributed.check_distributed_config(c)
+    if c.num_processes > 1 and not jax.distributed.is_initialized():
+        try:
+            distributed.initialize(c)
+        except RuntimeError as e:
+            raise ValueError(f"distributed.num_processes={c.num_processes}: {e}") from e
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, **kwargs) -> dict:
-    """Train (or resume) in `workdir`; kwargs go to `async_runner.run`. Returns its summary."""
+    """Train (or resume) in `workdir` (`<workdir>/process_<i>` for process i of several);
+    kwargs go to `async_runner.run`. Returns its summary."""
     with user_errors():
+        join_processes(config.distributed)
+        if config.distributed.num_processes > 1:
+            workdir = os.path.join(workdir, f"process_{config.distributed.process_id}")
         check_values(config)
         check_config(config)
         probe = async_runner.actor_env(config.env, config.seed, 0.0, 0, 0)
