@@ -22,6 +22,7 @@ test: venv
 	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile tests
 
 test-slow: venv
+	$(VENV)/bin/pip install -q -e '.[test,distributed]'
 	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile -m slow tests
 
 demo: venv
@@ -35,6 +36,8 @@ bench: venv
 	$(VENV)/bin/python benchmarks/planner.py --out=benchmarks/results
 	$(VENV)/bin/python benchmarks/reversibility.py --out=benchmarks/results
 	$(VENV)/bin/python benchmarks/deployment.py --out=benchmarks/results
+	$(VENV)/bin/pip install -q -e '.[distributed]'
+	$(VENV)/bin/python benchmarks/async_runner.py --out=benchmarks/results
 
 clean:
 	rm -rf $(VENV) .cache runs

@@ -36,5 +36,7 @@ setup(
                  "minatar"],   # the numpy reference of the JAX-native MinAtar games
         # JAX-native MiniGrid layouts and Craftax Classic ('xminigrid:...', 'craftax:...')
         "jax-envs": ["xminigrid>=0.9.3", "craftax>=1.5"],
+        # DayDreamer's Ray actors (runner.backend='ray'); also the slow Ray test
+        "distributed": ["ray>=2.40"],
     },
 )

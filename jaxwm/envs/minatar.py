@@ -70,8 +70,8 @@ def obs_size(cfg: MinAtarConfig) -> int:
     return SIZE * SIZE * len(CHANNELS[cfg.game])
 
 
-_ROWS = jnp.arange(SIZE)[:, None]
-_COLS = jnp.arange(SIZE)[None, :]
+_ROWS = np.arange(SIZE)[:, None]   # numpy: importing must not start a JAX backend
+_COLS = np.arange(SIZE)[None, :]
 
 
 def _cells(rows, cols, mask=True) -> jax.Array:

@@ -22,6 +22,15 @@ same id. A checkpoint holds the agent, the replays, the ledger and the parameter
 a kill, the run resumes from it, actors included (their envs restart), with no id lost or
 inserted twice. The budget is `runner.steps` env steps and, if set, `runner.minutes` of
 wall-clock time (counted across resumes).
+
+Several processes (`jax.distributed`, one per host; `jaxwm.runtime.distributed`): each has its
+own actors, replays, ledger and workdir, and all train one learner in lockstep. The learner
+state is replicated over every device of every process; each train call draws
+`runner.batch_size` sequences from the process's own replays and trains on the global batch of
+all processes' draws. Every turn the processes agree (an allgather of flags) on going on (while
+any has budget left), on checkpointing (when any is due) and on training (only when all are
+ready), so their jitted calls match. Checkpoints are per process (`ProcessCheckpointer`),
+numbered by the shared turn count; a resume requires the same latest one in every process.
 """
 import dataclasses
 import functools
@@ -567,9 +576,10 @@ def run(agent_fn: Callable, config: ml_collections.ConfigDict, workdir: str, *,
     turns, turns0 = loop["turns"], loop["turns"]
     try:
         while True:
-            stop, due = agree(env_step >= c.steps or out_of_time(),
-                              env_step // c.checkpoint_every > last_ckpt)
-            if stop:
+            # processes: go on while any has budget left; save when any is due
+            going, due = agree(env_step < c.steps and not out_of_time(),
+                               env_step // c.checkpoint_every > last_ckpt)
+            if not going:
                 break
             if due:
                 last_ckpt = env_step // c.checkpoint_every

@@ -70,7 +70,7 @@ def test_two_process_runner_trains_one_learner(tmp_path):
     assert a["devices"] == b["devices"] == 4
     assert a["train_calls"] == b["train_calls"] >= 2 and a["version"] == b["version"]
     assert a["param_checksum"] == pytest.approx(b["param_checksum"], rel=1e-6)
-    for s in (a, b):
+    for s in (a, b):   # the run goes on until every process has its 96 steps
         assert s["produced"] == s["inserted"] and s["env_steps"] >= 96
     assert sorted(os.listdir(workdir)) == ["process_0", "process_1"]
 
@@ -88,3 +88,13 @@ def test_bad_config_names_the_field(fields, match):
 
 def test_one_process_needs_no_coordinator():
     distributed.initialize(ml_collections.ConfigDict(distributed.distributed_config()))
+
+
+def test_importing_the_binary_starts_no_backend():
+    """`jax.distributed.initialize` must precede any backend use; the binary's imports (envs,
+    agents, runtime) create no device array, so `train_and_evaluate` can still join."""
+    code = ("from jax._src import xla_bridge as xb\n"
+            "import experiments.daydreamer, jaxwm.agents.daydreamer.train\n"
+            "assert not xb.backends_are_initialized()\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT,
+                   env=dict(os.environ, PYTHONPATH=ROOT))
