@@ -66,7 +66,7 @@ def runner_config() -> ml_collections.ConfigDict:
     c.chunk = 8                # batched env steps an actor sends at a time
     c.queue_size = 256         # chunks waiting for the learner ('threads'; full: actors wait)
     c.sync_every = 10          # train calls between parameter versions sent to the actors
-    c.max_ratio = 0.0          # async cap: train calls <= max_ratio * env steps / train_every (0: none)
+    c.max_ratio = 0.0          # async cap: calls <= max_ratio * env steps / train_every (0: none)
     c.minutes = 0.0            # wall-clock budget in minutes (0: env steps only)
     c.control_hz = 0.0         # real-time control rate of every actor's envs (0: unpaced)
     c.ray_address = ""         # Ray cluster address ('': start a local instance)
@@ -126,7 +126,6 @@ class Chunk:
     first: int
     rows: dict            # replay fields [chunk, N, ...] (numpy)
     episodes: list        # episodes finished in the chunk (dicts, see `ActorWorker`)
-    seconds: float        # wall time spent collecting
     overruns: int         # real-time steps asked for late (RealTimeEnv)
 
     @property
@@ -166,27 +165,27 @@ class ActorWorker:
             self.params, self.version = params, version
         if self.next != first:
             self.restart(first)
-        t0, overruns0 = time.monotonic(), getattr(self.env, "overruns", 0)
+        overruns0 = getattr(self.env, "overruns", 0)
         rows, episodes = [], []
         mode = jnp.int32(RANDOM if self.version == 0 else EXPLORE)
         for t in range(length):
             key = jax.random.fold_in(self.key, first + t)
-            inputs = {**{k: self.out[k] for k in self.env.obs_space},
-                      "is_first": self.out["is_first"]}
-            action, self.carry = self.act(self.params, self.carry, inputs, key, mode)
+            action, self.carry = self.act(self.params, self.carry,
+                                          online.policy_inputs(self.env, self.out), key, mode)
             action = np.asarray(action)
             rows.append(replay.env_row(self.spec, self.out, action))
             self.out = self.env.step(action)
             self.stats.observe(self.out)
-            ended = np.flatnonzero(self.out["is_last"])
-            for i, episode in zip(ended, self.stats.finished[len(self.stats.finished) - len(ended):]):
+            ended = np.flatnonzero(self.out["is_last"])    # appended in this order by observe
+            new = self.stats.finished[len(self.stats.finished) - len(ended):]
+            for i, episode in zip(ended, new):
                 episodes.append(dict(episode, actor=self.actor, version_first=int(self.started[i]),
                                      version_last=self.version))
             self.started = np.where(self.out["is_first"], self.version, self.started)
         self.stats.finished, self.stats.history = [], []
         self.next = first + length
         rows = {k: np.stack([r[k] for r in rows]) for k in self.spec}
-        return Chunk(self.actor, first, rows, episodes, time.monotonic() - t0,
+        return Chunk(self.actor, first, rows, episodes,
                      getattr(self.env, "overruns", 0) - overruns0)
 
     def close(self) -> None:
@@ -401,9 +400,9 @@ def run(agent_fn: Callable, config: ml_collections.ConfigDict, workdir: str, *,
     """Train the agent `agent_fn(env)` with the runner of `config.runner` (see the module
     docstring), or resume it from `workdir`. env_fn(actor, first) -> envs (default `actor_env`
     of `config.env`, paced at `runner.control_hz`). on_step(env_step, train_calls): called every
-    turn of the learner's loop (tests use it to kill a run); on_end(state): called with the final state (agent,
-    replays, 'ids' replays). Returns a summary dict, with the step ids each actor 'produced'
-    and the learner 'inserted'."""
+    turn of the learner's loop (tests use it to kill a run); on_end(state): called with the
+    final state (agent, replays, 'ids' replays). Returns a summary dict, with the step ids each
+    actor 'produced' and the learner 'inserted'."""
     c = config.runner
     check_runner_config(c)
     multi, process = jax.process_count() > 1, jax.process_index()
