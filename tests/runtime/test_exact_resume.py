@@ -91,8 +91,9 @@ def test_tdmpc_resume_is_exact(tmp_path, monkeypatch):
     _check(tdmpc_train.train_and_evaluate, config, tmp_path, monkeypatch, seed=2)
 
 
-@pytest.mark.slow   # ~85 s cold; FOWM's online loop is TD-MPC's (tested above), and its smoke
-def test_fowm_resume_is_exact(tmp_path, monkeypatch, fowm_smoke_dataset):  # test reruns a run
+# slow (~85 s cold): FOWM's online loop is TD-MPC's, whose exact resume is tested above
+@pytest.mark.slow
+def test_fowm_resume_is_exact(tmp_path, monkeypatch, fowm_smoke_dataset):
     config = _load("fowm")
     config.run.env_steps, config.run.progress_bar = 80, False
     config.dataset.path = fowm_smoke_dataset
