@@ -12,7 +12,7 @@ it acted with (`episodes.jsonl`). Backends (`runner.backend`):
 - 'threads': actors are threads of this process; chunks flow through a queue of
   `runner.queue_size` chunks (a full queue makes the actors wait).
 - 'ray': actors are Ray actors (`pip install -e '.[distributed]'`), on a local Ray instance or a
-  cluster at `runner.ray_address`; each has one chunk in flight at a time.
+  cluster at `runner.ray_address`; each has `runner.ray_inflight` chunks in flight.
 
 The learner owns the ledger: transition ids are per-actor step numbers, a chunk carries the id
 of its first step, and it is inserted only if that id is the next one expected (a replay field
@@ -71,6 +71,7 @@ def runner_config() -> ml_collections.ConfigDict:
     c.control_hz = 0.0         # real-time control rate of every actor's envs (0: unpaced)
     c.ray_address = ""         # Ray cluster address ('': start a local instance)
     c.ray_num_cpus = 2         # CPUs of a local Ray instance
+    c.ray_inflight = 4         # chunks each Ray actor has in flight (its calls run in order)
     c.steps = 20_000           # env steps over all actors and envs
     c.prefill = 1000           # env steps with uniform random actions before training
     c.pretrain = 100           # train calls right after prefill
@@ -95,7 +96,7 @@ def check_runner_config(c: ml_collections.ConfigDict) -> None:
         raise ValueError(f"runner.backend={c.backend!r} is not one of {BACKENDS}")
     for field in ("num_actors", "chunk", "queue_size", "sync_every", "steps", "train_every",
                   "grad_steps", "batch_size", "seq_len", "replay_capacity", "log_every",
-                  "checkpoint_every", "ray_num_cpus"):
+                  "checkpoint_every", "ray_num_cpus", "ray_inflight"):
         if int(c[field]) < 1:
             raise ValueError(f"runner.{field}={c[field]!r} must be an int >= 1")
     for field in ("prefill", "pretrain", "checkpoints_to_keep", "eval_episodes"):
@@ -294,11 +295,14 @@ class ThreadBackend:
 
 
 class RayBackend:
-    """Ray actors (restarted by Ray if their process dies), one chunk in flight each; parameters
-    are put in the object store once per version and sent to an actor only when it lacks them."""
+    """Ray actors (restarted by Ray if their process dies), each with `depth` chunks in flight:
+    Ray runs an actor's calls in order, so it goes on acting while the learner trains.
+    Parameters are put in the object store once per version and go with the next call to an
+    actor that lacks them. A failed call voids the later calls of that actor (a generation
+    count), which are resubmitted from its id."""
 
-    def __init__(self, worker_args: list, next_ids: list, chunk: int, address: str,
-                 num_cpus: int, report: Callable[[str], None]):
+    def __init__(self, worker_args: list, next_ids: list, chunk: int, depth: int,
+                 address: str, num_cpus: int, report: Callable[[str], None]):
         try:
             import ray
         except ImportError as e:
@@ -310,48 +314,58 @@ class RayBackend:
                      include_dashboard=False, log_to_driver=False)
         remote = ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0)(ActorWorker)
         self.actors = [remote.remote(*args) for args in worker_args]
-        self.next_ids, self.chunk = next_ids, chunk
-        self.inflight: dict = {}
-        self.sent = [None] * len(self.actors)
+        n = len(self.actors)
+        self.next_ids, self.chunk, self.depth = next_ids, chunk, depth
+        self.submitted = list(next_ids)    # per actor: the id after its last submitted call
+        self.generation = [0] * n
+        self.inflight: dict = {}           # ref -> (actor, generation, first id)
+        self.sent = [None] * n             # the parameter version each actor holds
         self.version, self.params_ref = 0, None
 
     def publish(self, version: int, params) -> None:
         self.version, self.params_ref = version, self.ray.put(jax.device_get(params))
-        for i in range(len(self.actors)):
-            if i not in self.inflight.values():
-                self._submit(i)
+        self._fill()
 
-    def _submit(self, i: int) -> None:
-        params = self.params_ref if self.sent[i] != self.version else None
-        self.sent[i] = self.version
-        ref = self.actors[i].collect.remote(self.chunk, self.next_ids[i], self.version, params)
-        self.inflight[ref] = i
+    def _fill(self) -> None:
+        for i in range(len(self.actors)):
+            live = sum(1 for a, g, _ in self.inflight.values()
+                       if a == i and g == self.generation[i])
+            for _ in range(self.depth - live):
+                params = self.params_ref if self.sent[i] != self.version else None
+                self.sent[i] = self.version
+                ref = self.actors[i].collect.remote(self.chunk, self.submitted[i], self.version,
+                                                    params)
+                self.inflight[ref] = (i, self.generation[i], self.submitted[i])
+                self.submitted[i] += self.chunk
+
+    def _collect(self, refs) -> list:
+        """The chunks of finished calls `refs`, in id order per actor; a failed call is
+        reported and voids its actor's later calls."""
+        chunks = []
+        for ref in sorted(refs, key=lambda r: self.inflight[r][::2]):
+            i, generation, first = self.inflight.pop(ref)
+            if generation != self.generation[i]:
+                continue
+            try:
+                chunk = self.ray.get(ref)
+            except (self.ray.exceptions.RayActorError, self.ray.exceptions.RayTaskError) as e:
+                self.generation[i] += 1
+                self.submitted[i], self.sent[i] = first, None   # restarted: no parameters
+                self.report(f"actor {i} failed at step id {first} ({type(e).__name__}); "
+                            f"Ray restarts it there")
+                continue
+            self.next_ids[i] = chunk.first + chunk.length
+            chunks.append(chunk)
+        return chunks
 
     def poll(self, timeout: float) -> list:
         ready, _ = self.ray.wait(list(self.inflight), num_returns=1, timeout=timeout)
         if ready:
             ready, _ = self.ray.wait(list(self.inflight), num_returns=len(self.inflight),
                                      timeout=0)
-        chunks = []
-        for ref in ready:
-            i = self.inflight.pop(ref)
-            chunk = self._get(ref, i)
-            if chunk is not None:
-                chunks.append(chunk)
-            self._submit(i)
+        chunks = self._collect(ready)
+        self._fill()
         return chunks
-
-    def _get(self, ref, i: int) -> Chunk | None:
-        """The chunk of a finished call, or None (reported) if the actor died in it."""
-        try:
-            chunk = self.ray.get(ref)
-        except (self.ray.exceptions.RayActorError, self.ray.exceptions.RayTaskError) as e:
-            self.sent[i] = None            # a restarted actor has no parameters
-            self.report(f"actor {i} failed at step id {self.next_ids[i]} "
-                        f"({type(e).__name__}); Ray restarts it there")
-            return None
-        self.next_ids[i] = chunk.first + chunk.length
-        return chunk
 
     @property
     def produced(self) -> list:
@@ -362,11 +376,12 @@ class RayBackend:
 
     def close(self) -> list:
         """Collect the chunks in flight, then stop the actors; returns those chunks."""
-        chunks = [self._get(ref, i) for ref, i in self.inflight.items()]
-        self.inflight = {}
+        chunks = []
+        while any(g == self.generation[i] for i, g, _ in self.inflight.values()):
+            chunks += self._collect(list(self.inflight))
         for a in self.actors:
             self.ray.kill(a)
-        return [chunk for chunk in chunks if chunk is not None]
+        return chunks
 
 
 class EpisodeLog:
@@ -489,8 +504,8 @@ def run(agent_fn: Callable, config: ml_collections.ConfigDict, workdir: str, *,
     worker_args = [(agent_fn, env_fn, i, config.seed) for i in range(A)]
     messages: list = []
     if c.backend == "ray":
-        backend = RayBackend(worker_args, list(next_ids), c.chunk, c.ray_address, c.ray_num_cpus,
-                             messages.append)
+        backend = RayBackend(worker_args, list(next_ids), c.chunk, c.ray_inflight,
+                             c.ray_address, c.ray_num_cpus, messages.append)
     else:
         workers = [ActorWorker(*args) for args in worker_args]
         backend = (SyncBackend(workers, next_ids, c.chunk) if c.backend == "sync" else
