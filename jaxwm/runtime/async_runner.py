@@ -420,10 +420,7 @@ def run(agent_fn: Callable, config: ml_collections.ConfigDict, workdir: str, *,
     actor 'produced' and the learner 'inserted'."""
     c = config.runner
     check_runner_config(c)
-    multi, process = jax.process_count() > 1, jax.process_index()
-    if multi and c.backend == "sync":
-        raise ValueError("runner.backend='sync' runs in one process; with "
-                         f"{jax.process_count()} processes use 'threads' or 'ray'")
+    multi, process = jax.process_count() > 1, jax.process_index()   # 'sync': one process
     # every process has its own actors and envs (seeded apart) and its own replays
     env_fn = env_fn or functools.partial(actor_env, config.env, config.seed + 104_729 * process,
                                          c.control_hz)
@@ -538,7 +535,7 @@ def run(agent_fn: Callable, config: ml_collections.ConfigDict, workdir: str, *,
         next_ids[i] += n
         env_step += n * num_envs
         owed += n * num_envs     # env steps not yet paid for by 'sync' train calls
-        minutes = (elapsed() / 60.0)
+        minutes = elapsed() / 60.0
         for e in chunk.episodes:
             episode_log.write(dict(e, env_step=env_step, minutes=round(minutes, 4)))
             window["episodes"].append(e)

@@ -95,8 +95,8 @@ def test_domain_presets():
         get_config("cpu_mujoco")
 
 
-@pytest.mark.parametrize("domain", [
-    "atari",
+@pytest.mark.parametrize("domain", [   # minigrid: the other tests of this file
+    pytest.param("atari", marks=pytest.mark.slow),
     pytest.param("walker", marks=pytest.mark.slow),   # zero-shot walker: tests/runtime
     pytest.param("crafter", marks=[pytest.mark.slow, pytest.mark.skipif(
         not registry.craftax_available(), reason="Craftax needs envpool >= 1.2.7")])])
@@ -118,6 +118,7 @@ def test_smoke_domain_runs_end_to_end(domain, tmp_path):
         assert "achievement/collect_wood" in records[0]
 
 
+@pytest.mark.slow   # ~45 s cold; the sharded replay and world model: tests/data, tests/models
 def test_runs_on_a_4_device_mesh(tmp_path):
     """Replay split over the env slots of 4 (simulated) devices, batches over sequences."""
     config = smoke(1)

@@ -37,8 +37,9 @@ def smoke_model(env, **changes):
     return WorldModel(c, env.obs_space, env.act_space)
 
 
-@pytest.mark.parametrize("name, overrides", [
-    ("Pong-v5", {}), ("CartpoleBalance-v1", {}), ("MiniGrid-FourRooms-v0", {})])
+@pytest.mark.parametrize("name, overrides", [   # images: the Pong reconstruction test below
+    pytest.param("Pong-v5", {}, marks=pytest.mark.slow), ("CartpoleBalance-v1", {}),
+    pytest.param("MiniGrid-FourRooms-v0", {}, marks=pytest.mark.slow)])
 def test_smoke_train_steps_on_real_data(name, overrides):
     env, data = collect(name, **overrides)
     wm = smoke_model(env)
