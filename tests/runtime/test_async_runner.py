@@ -135,10 +135,17 @@ def test_sync_backend_trains_on_schedule(tmp_path):
     assert_exactly_once(summary, final)
 
 
-def test_bad_backend_names_the_field_and_writes_nothing(tmp_path):
+@pytest.mark.parametrize("field,value,match", [
+    ("runner.backend", "process", r"runner.backend='process' is not one of \('sync'"),
+    ("agent", "tdmpc", r"agent='tdmpc' needs a preset of that agent"),
+    ("runner.control_hz", float("inf"), r"runner.control_hz=inf: must be finite")])
+def test_bad_config_names_the_field_and_writes_nothing(tmp_path, field, value, match):
     workdir = tmp_path / "run"
-    with pytest.raises(UserError, match=r"runner.backend='process' is not one of \('sync'"):
-        train_and_evaluate(smoke("process"), str(workdir))
+    config = smoke("threads")
+    block, _, name = field.rpartition(".")
+    (config[block] if block else config)[name] = value
+    with pytest.raises(UserError, match=match):
+        train_and_evaluate(config, str(workdir))
     assert not workdir.exists()
 
 

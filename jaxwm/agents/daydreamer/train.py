@@ -26,6 +26,11 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     """Raise ValueError naming the first bad field."""
     if config.get("agent") not in AGENTS:
         raise ValueError(f"agent={config.get('agent')!r} is not one of {AGENTS}")
+    block = {"dreamer": "behavior", "tdmpc": "planner"}[config.agent]
+    if block not in config:       # the agent's blocks come with its presets
+        raise ValueError(f"agent={config.agent!r} needs a preset of that agent (its "
+                         f"'{block}' block); this config is preset {config.get('preset')!r}, "
+                         f"presets: {PRESETS}")
     async_runner.check_runner_config(config.runner)
     if config.distributed.num_processes > 1 and config.runner.backend == "sync":
         raise ValueError("runner.backend='sync' runs in one process; with "
