@@ -161,8 +161,9 @@ class ActorWorker:
 
     def collect(self, length: int, first: int, version: int, params) -> Chunk:
         """`length` batched steps from step id `first` with parameters `params` of `version`
-        (None: keep the current ones). Version 0 (untrained) acts uniformly at random."""
-        if params is not None:
+        (None, or the version it holds: keep the current ones). Version 0 (untrained) acts
+        uniformly at random."""
+        if params is not None and version != self.version:
             self.params, self.version = params, version
         if self.next != first:
             self.restart(first)
@@ -212,9 +213,7 @@ class SyncBackend:
     def poll(self, timeout: float) -> list:
         i = self.turn % len(self.workers)
         self.turn += 1
-        w = self.workers[i]
-        params = self.params if w.version != self.version else None
-        return [w.collect(self.chunk, self.next_ids[i], self.version, params)]
+        return [self.workers[i].collect(self.chunk, self.next_ids[i], self.version, self.params)]
 
     @property
     def produced(self) -> list:
@@ -258,8 +257,7 @@ class ThreadBackend:
             with self.lock:
                 version, params = self.latest
             try:
-                chunk = w.collect(self.chunk, next_id, version,
-                                  params if w.version != version else None)
+                chunk = w.collect(self.chunk, next_id, version, params)
             except Exception as e:  # noqa: BLE001 -- any actor failure: report, restart
                 self.report(f"actor {i} failed at step id {next_id} ({type(e).__name__}: {e}); "
                             f"restarting it there")
@@ -551,7 +549,7 @@ def run(agent_fn: Callable, config: ml_collections.ConfigDict, workdir: str, *,
         state["agent"], metrics = train(state["agent"], state["replays"], k)
         # wait for the step (the GIL is free meanwhile): a learner dispatching ahead without
         # waiting would hold the GIL and starve the actor threads (measured: 5.7 of 20 Hz)
-        metrics = jax.tree.map(distributed.local_value if multi else np.asarray, metrics)
+        metrics = jax.tree.map(distributed.local_value, metrics)
         calls += 1
 
     def save(replace: bool = False):
@@ -571,12 +569,14 @@ def run(agent_fn: Callable, config: ml_collections.ConfigDict, workdir: str, *,
     out_of_time = lambda: c.minutes and elapsed() >= c.minutes * 60  # noqa: E731
 
     def ready() -> bool:
-        return env_step >= c.prefill and all(int(r.count) >= c.seq_len
-                                             for r in state["replays"])
+        """Prefill done and every replay holds a sequence: actor i's replay has received rows
+        0 .. next_ids[i] - 1 (the ledger), so no device read is needed."""
+        return env_step >= c.prefill and all(n >= c.seq_len for n in next_ids)
 
     def capped() -> bool:
         """The async learner is ahead of `max_ratio` train calls per `train_every` env steps."""
         return bool(c.max_ratio) and calls >= c.max_ratio * env_step / c.train_every
+
     def agree(*wanted) -> list:
         """Per flag, whether any process wants it (one process: its own flags)."""
         if not multi:

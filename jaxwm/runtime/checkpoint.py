@@ -20,6 +20,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
+from jaxwm.runtime.distributed import local_value
 from jaxwm.runtime.workdir import UserError
 
 _STATE, _METADATA = "state", "metadata"
@@ -191,7 +192,7 @@ class ProcessCheckpointer:
         os.makedirs(tmp)
         leaves = jax.tree_util.tree_leaves_with_path(state)
         np.savez(os.path.join(tmp, "state.npz"),
-                 **{jax.tree_util.keystr(p): _host(x) for p, x in leaves})
+                 **{jax.tree_util.keystr(p): local_value(x) for p, x in leaves})
         with open(os.path.join(tmp, "metadata.json"), "w") as f:
             json.dump(dict(metadata or {}), f)
         os.rename(tmp, os.path.join(self.directory, str(step)))
@@ -216,9 +217,3 @@ class ProcessCheckpointer:
     def close(self) -> None:
         pass
 
-
-def _host(x) -> np.ndarray:
-    """A leaf as numpy: replicated global arrays are read from this process's first device."""
-    if isinstance(x, jax.Array) and not x.is_fully_addressable:
-        return np.asarray(x.addressable_shards[0].data)
-    return np.asarray(x)

@@ -69,5 +69,8 @@ def replicate(tree, mesh):
 
 
 def local_value(x) -> np.ndarray:
-    """A replicated global array's value, read from this process's first device."""
-    return np.asarray(x.addressable_shards[0].data)
+    """`x` as numpy in this process: a global array spanning other processes (replicated) is
+    read from this process's first device; any other array or number is converted whole."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        return np.asarray(x.addressable_shards[0].data)
+    return np.asarray(x)

@@ -78,10 +78,10 @@ def plot_metrics(workdir: str, keys: tuple, path: str | None = None, title: str 
 
 def plot_eval_curves(scores: dict, path: str, names: dict | None = None, reps: int = 2000,
                      ylabel: str = "eval return", xlabel: str = "env steps") -> str:
-    """Evaluation return (or `ylabel`) vs env steps (or `xlabel`), one panel per task: the IQM over seeds with
-    its 95% bootstrap CI per method; rows without a curve (a random policy, an offline-only
-    score) as dashed lines at their IQM. scores: {task: {method: {seed: `grid.run_scores`
-    dict}}}."""
+    """Evaluation return (or `ylabel`) vs env steps (or `xlabel`), one panel per task: the IQM
+    over seeds with its 95% bootstrap CI per method; rows without a curve (a random policy, an
+    offline-only score) as dashed lines at their IQM.
+    scores: {task: {method: {seed: `grid.run_scores` dict}}}."""
     from jaxwm.runtime.stats import iqm
     names = names or {}
     fig, axes = plt.subplots(1, len(scores), figsize=(5 * len(scores), 3.6), squeeze=False)
