@@ -113,9 +113,9 @@ def test_versions_reach_the_actors_and_the_episode_log(killed_and_resumed):
     assert summary["episodes"] == len(episodes) > 0
     for e in episodes:
         assert 0 <= e["version_first"] <= e["version_last"] <= summary["version"]
-    # pretrain 1, sync_every 1: version k after the k-th train call
+    # pretrain 1, sync_every 1: version k after the k-th train call (whether an episode ends
+    # after the first version reached the actors depends on thread timing: see the sync test)
     assert summary["version"] == summary["train_calls"]
-    assert max(e["version_last"] for e in episodes) >= 1
     keys = [(e["actor"], e["env_step"], e["return"], e["length"]) for e in episodes]
     assert len(set(keys)) == len(keys)
     assert all("version" in r for r in read_metrics(workdir) if "actor_steps_per_s" in r)
@@ -132,6 +132,9 @@ def test_sync_backend_trains_on_schedule(tmp_path):
                                  str(tmp_path), on_end=final.update)
     assert summary["env_steps"] == 64
     assert summary["train_calls"] == 2 and summary["version"] == 2
+    # 10-step episodes: actor 0's first ones end in its 3rd chunk (env step 40), after version 1
+    episodes = [json.loads(line) for line in open(tmp_path / "episodes.jsonl")]
+    assert max(e["version_last"] for e in episodes) >= 1
     assert_exactly_once(summary, final)
 
 
