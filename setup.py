@@ -33,9 +33,12 @@ setup(
     ],
     extras_require={
         "test": ["pytest", "pytest-xdist", "hypothesis", "xminigrid>=0.9.3", "craftax>=1.5",
-                 "minatar"],   # the numpy reference of the JAX-native MinAtar games
+                 "minatar",   # the numpy reference of the JAX-native MinAtar games
+                 "gym-pusht>=0.1.5"],   # the Push-T goal task (jaxwm.envs.pusht)
         # JAX-native MiniGrid layouts and Craftax Classic ('xminigrid:...', 'craftax:...')
         "jax-envs": ["xminigrid>=0.9.3", "craftax>=1.5"],
+        # Push-T, a goal-reaching pixel task of DINO-WM (jaxwm.envs.pusht, 'PushT-v0')
+        "pusht": ["gym-pusht>=0.1.5"],
         # DayDreamer's Ray actors (runner.backend='ray'); also the slow Ray test
         "distributed": ["ray>=2.40"],
     },

@@ -5,6 +5,12 @@
 Trains TD-MPC (--config, its env from the config only) up to each stage (env steps; resumable
 in --workdir), then writes <out_dir>/<kind>.npz (compressed, checksummed, with metadata) from the
 agent and replay of --data_stage, and <out_dir>/summary.json.
+
+Goal-reaching pixel datasets (DINO-WM), no agent involved:
+  python experiments/make_dataset.py --goal_task=Wall-v0   # or PushT-v0 (pip install -e '.[pusht]')
+writes <out_dir or datasets/<task>>/<kind>.npz for each of --goal_kinds (random, scripted):
+--goal_episodes episodes of --goal_length steps with images (jaxwm.envs.goal_tasks.collect),
+and <out_dir>/summary.json; the TD-MPC flags are then ignored.
 """
 import json
 import os
@@ -15,6 +21,7 @@ from ml_collections import config_flags
 
 from jaxwm.agents.tdmpc.config import PRESETS
 from jaxwm.agents.tdmpc.offline_data import KINDS, make_datasets
+from jaxwm.envs import goal_tasks
 from jaxwm.runtime import cli
 from jaxwm.runtime.logging import quiet_libraries
 from jaxwm.runtime.workdir import UserError
@@ -29,6 +36,24 @@ flags.DEFINE_integer("data_stage", 1000, "stage whose agent and replay make the 
 flags.DEFINE_integer("random_steps", 1000, "agent steps of uniform random data")
 flags.DEFINE_integer("medium_steps", 1000, "agent steps of the stage agent's rollouts")
 flags.DEFINE_list("kinds", list(KINDS), f"datasets to write, among {KINDS}")
+flags.DEFINE_string("goal_task", "", f"goal-reaching task, among {list(goal_tasks.NAMES)}: write "
+                    "its pixel datasets instead of TD-MPC's")
+flags.DEFINE_list("goal_kinds", list(goal_tasks.KINDS),
+                  f"with --goal_task: datasets to write, among {list(goal_tasks.KINDS)}")
+flags.DEFINE_integer("goal_episodes", 200, "with --goal_task: episodes per dataset")
+flags.DEFINE_integer("goal_length", 50, "with --goal_task: steps (rows) per episode")
+flags.DEFINE_integer("seed", 0, "with --goal_task: seed of the first dataset (the next: +1, ...)")
+
+
+def write_goal_datasets(f) -> tuple[str, dict]:
+    """(out_dir, summary) of the --goal_task mode."""
+    out_dir = f.out_dir or f"datasets/{f.goal_task}"
+    try:
+        written = goal_tasks.write_datasets(f.goal_task, tuple(f.goal_kinds), f.goal_episodes,
+                                            f.goal_length, f.seed, out_dir)
+    except (ValueError, ImportError) as e:
+        cli.exit_user_error(UserError(str(e)))
+    return out_dir, written
 
 
 def main(argv):
@@ -36,6 +61,12 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     quiet_libraries()
     f = flags.FLAGS
+    if f.goal_task:
+        out_dir, written = write_goal_datasets(f)
+        with open(os.path.join(out_dir, "summary.json"), "w") as fh:
+            json.dump(written, fh, indent=2)
+        print(json.dumps(written, indent=2))
+        return
     env = f.config.env.name
     workdir, out_dir = f.workdir or f"runs/make_dataset_{env}", f.out_dir or f"datasets/{env}"
     try:

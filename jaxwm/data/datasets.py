@@ -6,6 +6,9 @@ arriving at o_t and the action a_t taken at o_t. Fields (float32 / bool):
 
   'vector' [T, N, D]   'action' [T, N, A] in [-1, 1]   'reward' [T, N]
   'is_first', 'is_last', 'is_terminal' [T, N]   (is_first[0] is all True)
+  optional: 'image' uint8 [T, N, H, W, C]   (pixel observations, e.g. the goal-reaching tasks of
+            `jaxwm.envs.goal_tasks`; when present it is validated, checksummed and kept by
+            `concatenate`, `from_replay` and `to_replay` like the other fields)
 
 Metadata (a JSON string stored as '__metadata__') records the format version, the env id and its
 options, sizes, a CRC32 per field, the data sources and return statistics. `load` validates all of
@@ -27,6 +30,8 @@ FORMAT = "jaxwm.offline/v1"
 METADATA_KEY = "__metadata__"
 FIELDS = {"vector": (np.float32, 3), "action": (np.float32, 3), "reward": (np.float32, 2),
           "is_first": (np.bool_, 2), "is_last": (np.bool_, 2), "is_terminal": (np.bool_, 2)}
+OPTIONAL_FIELDS = {"image": (np.uint8, 5)}
+ALL_FIELDS = {**FIELDS, **OPTIONAL_FIELDS}
 
 
 class DatasetError(ValueError):
@@ -37,21 +42,28 @@ def _crc(x: np.ndarray) -> int:
     return zlib.crc32(np.ascontiguousarray(x).tobytes()) & 0xFFFFFFFF
 
 
+def present_fields(arrays: dict) -> list[str]:
+    """The dataset fields of `arrays`: every required field and the optional ones it has."""
+    return [k for k in ALL_FIELDS if k in FIELDS or k in arrays]
+
+
 def validate(arrays: dict, where: str = "dataset") -> tuple[int, int]:
     """Checks fields, dtypes, ranks, shared [T, N], finiteness, action range and is_first[0].
     Returns (T, N); raises DatasetError naming the field."""
     missing = sorted(set(FIELDS) - set(arrays))
-    extra = sorted(set(arrays) - set(FIELDS))
+    extra = sorted(set(arrays) - set(ALL_FIELDS))
     if missing or extra:
-        raise DatasetError(f"{where}: fields must be {sorted(FIELDS)}; missing {missing}, "
-                           f"unexpected {extra}")
+        raise DatasetError(f"{where}: fields must be {sorted(FIELDS)} (optional: "
+                           f"{sorted(OPTIONAL_FIELDS)}); missing {missing}, unexpected {extra}")
     t, n = np.shape(arrays["reward"])[:2] if np.ndim(arrays["reward"]) == 2 else (None, None)
-    for name, (dtype, rank) in FIELDS.items():
+    for name in present_fields(arrays):
+        dtype, rank = ALL_FIELDS[name]
         x = arrays[name]
         if not isinstance(x, np.ndarray) or x.dtype != dtype or x.ndim != rank:
             got = (getattr(x, "dtype", type(x).__name__), np.ndim(x))
+            layout = {2: "[T, N]", 3: "[T, N, ...]", 5: "[T, N, H, W, C]"}[rank]
             raise DatasetError(f"{where}: field {name!r} must be {np.dtype(dtype).name} of rank "
-                               f"{rank} ([T, N{', ...' if rank == 3 else ''}]); got {got}")
+                               f"{rank} ({layout}); got {got}")
         if x.shape[:2] != (t, n):
             raise DatasetError(f"{where}: field {name!r} has leading shape {x.shape[:2]}; other "
                                f"fields have [T, N] = {(t, n)}")
@@ -88,20 +100,23 @@ def save(path: str, arrays: dict, metadata: dict) -> str:
     """Validates and writes `arrays` (see module docstring) with `metadata` (JSON-serialisable,
     e.g. {'env': ..., 'env_options': ..., 'sources': [...]}) to `path` (.npz); returns path."""
     t, n = validate(arrays, path)
+    fields = present_fields(arrays)
     returns = episode_returns(arrays)
     meta = dict(metadata)
     meta.update(format=FORMAT, num_steps=t, num_streams=n,
                 obs_size=int(arrays["vector"].shape[-1]),
                 action_size=int(arrays["action"].shape[-1]),
-                checksums={k: _crc(arrays[k]) for k in FIELDS},
+                checksums={k: _crc(arrays[k]) for k in fields},
                 episodes=int(len(returns)),
                 return_mean=float(returns.mean()) if len(returns) else None,
                 return_min=float(returns.min()) if len(returns) else None,
                 return_max=float(returns.max()) if len(returns) else None)
+    if "image" in arrays:
+        meta["image_shape"] = list(arrays["image"].shape[2:])
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}.npz"
     with open(tmp, "wb") as f:
-        np.savez_compressed(f, **{k: arrays[k] for k in FIELDS},
+        np.savez_compressed(f, **{k: arrays[k] for k in fields},
                             **{METADATA_KEY: np.asarray(json.dumps(meta))})
     os.replace(tmp, path)
     return path
@@ -144,8 +159,12 @@ def load(path: str, *, env: str | None = None, obs_size: int | None = None,
         if name in arrays and _crc(arrays[name]) != crc:
             raise DatasetError(f"{path}: checksum of field {name!r} does not match its metadata "
                                f"(corrupt file)")
-    if set(meta.get("checksums", {})) != set(FIELDS):
-        raise DatasetError(f"{path}: metadata checksums must cover {sorted(FIELDS)}")
+    if set(meta.get("checksums", {})) != set(present_fields(arrays)):
+        raise DatasetError(f"{path}: metadata checksums cover {sorted(meta.get('checksums', {}))}"
+                           f" but the file has fields {sorted(present_fields(arrays))}")
+    if "image" in arrays and meta.get("image_shape") != list(arrays["image"].shape[2:]):
+        raise DatasetError(f"{path}: metadata image_shape={meta.get('image_shape')!r} but field "
+                           f"'image' has {list(arrays['image'].shape[2:])}")
     expected = {"env": env, "obs_size": obs_size, "action_size": action_size}
     for name, value in expected.items():
         if value is not None and meta.get(name) != value:
@@ -167,7 +186,10 @@ def concatenate(parts: list[dict]) -> dict:
     streams = {p["reward"].shape[1] for p in parts}
     if len(streams) != 1:
         raise DatasetError(f"parts have different stream counts N {sorted(streams)}")
-    out = {k: np.concatenate([p[k] for p in parts], 0) for k in FIELDS}
+    fields = {tuple(present_fields(p)) for p in parts}
+    if len(fields) != 1:
+        raise DatasetError(f"parts have different fields {sorted(fields)}")
+    out = {k: np.concatenate([p[k] for p in parts], 0) for k in fields.pop()}
     return out
 
 
@@ -178,7 +200,7 @@ def from_replay(state: replay.ReplayState) -> dict:
     count, pos = host["count"], host["pos"]
     capacity = next(iter(host["data"].values())).shape[0]
     order = (np.arange(count) + (pos - count)) % capacity
-    arrays = {k: np.asarray(v[order]) for k, v in host["data"].items() if k in FIELDS}
+    arrays = {k: np.asarray(v[order]) for k, v in host["data"].items() if k in ALL_FIELDS}
     arrays["is_first"] = arrays["is_first"].copy()
     arrays["is_first"][0] = True
     return arrays
@@ -188,4 +210,5 @@ def to_replay(arrays: dict, mesh=None) -> replay.ReplayState:
     """A full replay buffer (capacity T per stream) holding the dataset, for on-device sampling."""
     validate(arrays)
     t = arrays["reward"].shape[0]
-    return replay.from_numpy({"data": {k: arrays[k] for k in FIELDS}, "pos": 0, "count": t}, mesh)
+    return replay.from_numpy({"data": {k: arrays[k] for k in present_fields(arrays)}, "pos": 0,
+                              "count": t}, mesh)

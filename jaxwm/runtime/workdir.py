@@ -32,7 +32,8 @@ class UserError(ValueError):
 ZERO_OK = re.compile(
     r"^(seed|prefill|seed_steps|eval_episodes|eval_every|every|video_every|pretrain_updates|"
     r"std_schedule_steps|horizon_schedule_steps|imag_starts|deployments|num_devices|policy_updates|max_episode_steps|"
-    r"checkpoints_to_keep|pretrain|value_members|process_id)$")
+    r"checkpoints_to_keep|pretrain|value_members|process_id|warmup_steps|warmup_teacher_temp_steps|"
+    r"num_registers)$")
 # Every integer is at most int32's maximum: sizes, counts and seeds end up as JAX int32 shapes
 # and indices and as envpool's C ints.
 INT_MAX = 2**31 - 1

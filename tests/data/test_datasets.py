@@ -133,3 +133,53 @@ def test_concatenate_requires_equal_streams():
     assert joined["reward"].shape == (12, 2) and joined["is_first"][5].all()
     with pytest.raises(datasets.DatasetError, match="different stream counts"):
         datasets.concatenate([make_arrays(n=2), make_arrays(n=3)])
+
+
+def with_image(arrays, seed=0):
+    t, n = arrays["reward"].shape
+    rng = np.random.default_rng(seed)
+    return {**arrays, "image": rng.integers(0, 256, (t, n, 8, 8, 3), dtype=np.uint8)}
+
+
+def test_optional_image_field_round_trips_with_its_checksum(tmp_path):
+    arrays = with_image(make_arrays())
+    path = datasets.save(str(tmp_path / "pixels.npz"), arrays, META)
+    loaded, meta = datasets.load(path)
+    assert set(loaded) == set(arrays) and loaded["image"].dtype == np.uint8
+    np.testing.assert_array_equal(loaded["image"], arrays["image"])
+    assert "image" in meta["checksums"] and meta["image_shape"] == [8, 8, 3]
+    # Without the image nothing changes: no image entry, no image checksum.
+    _, plain = datasets.load(datasets.save(str(tmp_path / "plain.npz"), make_arrays(), META))
+    assert "image" not in plain["checksums"] and "image_shape" not in plain
+    joined = datasets.concatenate([arrays, with_image(make_arrays(seed=1), seed=1)])
+    assert joined["image"].shape == (24, 2, 8, 8, 3)
+    state = datasets.to_replay(arrays)
+    np.testing.assert_array_equal(datasets.from_replay(state)["image"][1:], arrays["image"][1:])
+    with pytest.raises(datasets.DatasetError, match="different fields"):
+        datasets.concatenate([arrays, make_arrays()])
+
+
+@pytest.mark.parametrize("image,match", [
+    (lambda a: a["image"].astype(np.float32), r"'image' must be uint8 of rank 5"),
+    (lambda a: a["image"][..., 0], r"'image' must be uint8 of rank 5 \(\[T, N, H, W, C\]\)"),
+    (lambda a: a["image"][:5], r"'image' has leading shape \(5, 2\)"),
+])
+def test_mis_shaped_image_field_is_rejected(tmp_path, image, match):
+    arrays = with_image(make_arrays())
+    arrays["image"] = image(arrays)
+    with pytest.raises(datasets.DatasetError, match=match):
+        datasets.save(str(tmp_path / "bad.npz"), arrays, META)
+
+
+def test_corrupted_or_dropped_image_field_is_reported(tmp_path):
+    path = datasets.save(str(tmp_path / "pixels.npz"), with_image(make_arrays()), META)
+    with np.load(path) as data:
+        content = {k: data[k] for k in data.files}
+    tampered = {**content, "image": content["image"] ^ np.uint8(1)}
+    np.savez_compressed(tmp_path / "tampered.npz", **tampered)
+    with pytest.raises(datasets.DatasetError, match="checksum of field 'image'"):
+        datasets.load(str(tmp_path / "tampered.npz"))
+    dropped = {k: v for k, v in content.items() if k != "image"}
+    np.savez_compressed(tmp_path / "dropped.npz", **dropped)
+    with pytest.raises(datasets.DatasetError, match="checksums cover .*'image'"):
+        datasets.load(str(tmp_path / "dropped.npz"))
