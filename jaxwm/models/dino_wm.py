@@ -44,6 +44,7 @@ class Predictor(nn.Module):
     mlp_ratio: float = 4.0
     action_emb: int = 10      # the paper's action embedding size (concatenated to every patch)
     proprio_emb: int = 10     # proprio embedding size (when proprio is given)
+    residual: bool = False    # predict z_{t+1} - z_t (the paper predicts z_{t+1})
 
     @nn.compact
     def __call__(self, z, actions, proprio=None):
@@ -65,7 +66,8 @@ class Predictor(nn.Module):
         for i in range(self.depth):
             x = TransformerBlock(self.dim, self.heads, self.mlp_ratio, name=f"block{i}")(x, mask)
         x = nn.LayerNorm(epsilon=1e-6, name="norm")(x)
-        return nn.Dense(d, name="head")(x).reshape(b, t, p, d)
+        out = nn.Dense(d, name="head")(x).reshape(b, t, p, d)
+        return z + out if self.residual else out
 
 
 class PatchDecoder(nn.Module):

@@ -199,7 +199,7 @@ class Models:
         self.model_action = action_size * p.frameskip
         self.predictor = dino_wm.Predictor(history=p.history, dim=p.dim, depth=p.depth,
                                            heads=p.heads, mlp_ratio=p.mlp_ratio,
-                                           action_emb=p.action_emb)
+                                           action_emb=p.action_emb, residual=p.residual)
         self.decoder = dino_wm.PatchDecoder(patch_size=c.encoder.patch_size,
                                             hidden=p.decoder_hidden)
         self.policy = GoalPolicy(action_size, c.bc.depth, c.bc.hidden)
