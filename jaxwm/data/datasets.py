@@ -212,3 +212,24 @@ def to_replay(arrays: dict, mesh=None) -> replay.ReplayState:
     t = arrays["reward"].shape[0]
     return replay.from_numpy({"data": {k: arrays[k] for k in present_fields(arrays)}, "pos": 0,
                               "count": t}, mesh)
+
+
+def episode_ends(is_first: np.ndarray) -> np.ndarray:
+    """int32 [T, N]: the last row of the episode that row t of stream n belongs to."""
+    t = is_first.shape[0]
+    ends = np.empty(is_first.shape, np.int32)
+    ends[-1] = t - 1
+    for i in range(t - 2, -1, -1):
+        ends[i] = np.where(is_first[i + 1], i, ends[i + 1])
+    return ends
+
+
+def window_starts(is_first: np.ndarray, span: int) -> np.ndarray:
+    """int32 [K, 2] (t, n) of every window of rows t..t+span inside one episode."""
+    ends = episode_ends(is_first)
+    t = np.arange(is_first.shape[0])[:, None]
+    ok = t + span <= ends
+    if not ok.any():
+        raise DatasetError(f"no episode holds a window of {span + 1} rows; use longer episodes "
+                           f"or a shorter window")
+    return np.stack(np.nonzero(ok), -1).astype(np.int32)

@@ -30,20 +30,6 @@ def smoke(variant, path, **eval_overrides):
     return c
 
 
-def test_episode_ends_and_windows():
-    # Stream 0: episodes rows 0-2 and 3-4; stream 1: one episode 0-4.
-    is_first = np.zeros((5, 2), bool)
-    is_first[0] = True
-    is_first[3, 0] = True
-    np.testing.assert_array_equal(dwm_train.episode_ends(is_first),
-                                  [[2, 4], [2, 4], [2, 4], [4, 4], [4, 4]])
-    # Windows of 3 rows (span 2): (0, 0) in stream 0; (0, 1), (1, 1), (2, 1) in stream 1.
-    starts = dwm_train.window_starts(is_first, 2)
-    assert sorted(map(tuple, starts)) == [(0, 0), (0, 1), (1, 1), (2, 1)]
-    with pytest.raises(datasets.DatasetError, match="window of 6 rows"):
-        dwm_train.window_starts(is_first, 5)
-
-
 def test_gather_windows_frameskip():
     # Rows hold their own index: a window from row 1 with h = 2, k = 2 takes frames 1, 3, 5
     # and the action pairs (1, 2), (3, 4), (5, 6).
@@ -127,7 +113,7 @@ def test_teacher_forced_loss_decreases(wall_dataset):
     z = dwm_train.encode_dataset(models.vit, enc, data["image"])
     device = {"images": jnp.asarray(data["image"]), "actions": jnp.asarray(data["action"]),
               "z": jnp.asarray(z / z.std()),
-              "starts": jnp.asarray(dwm_train.window_starts(data["is_first"], 1))}
+              "starts": jnp.asarray(datasets.window_starts(data["is_first"], 1))}
     state = models.init(jax.random.key(1), enc)
     train = jax.jit(models.train_steps, static_argnums=3)
     losses = []

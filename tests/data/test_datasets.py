@@ -183,3 +183,17 @@ def test_corrupted_or_dropped_image_field_is_reported(tmp_path):
     np.savez_compressed(tmp_path / "dropped.npz", **dropped)
     with pytest.raises(datasets.DatasetError, match="checksums cover .*'image'"):
         datasets.load(str(tmp_path / "dropped.npz"))
+
+
+def test_episode_ends_and_windows():
+    # Stream 0: episodes rows 0-2 and 3-4; stream 1: one episode 0-4.
+    is_first = np.zeros((5, 2), bool)
+    is_first[0] = True
+    is_first[3, 0] = True
+    np.testing.assert_array_equal(datasets.episode_ends(is_first),
+                                  [[2, 4], [2, 4], [2, 4], [4, 4], [4, 4]])
+    # Windows of 3 rows (span 2): (0, 0) in stream 0; (0, 1), (1, 1), (2, 1) in stream 1.
+    starts = datasets.window_starts(is_first, 2)
+    assert sorted(map(tuple, starts)) == [(0, 0), (0, 1), (1, 1), (2, 1)]
+    with pytest.raises(datasets.DatasetError, match="window of 6 rows"):
+        datasets.window_starts(is_first, 5)

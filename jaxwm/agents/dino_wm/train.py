@@ -99,27 +99,6 @@ def load_data(c: ml_collections.ConfigDict) -> dict:
     return {k: np.concatenate([p[k] for p in parts], 1) for k in ("image", "action", "is_first")}
 
 
-def episode_ends(is_first: np.ndarray) -> np.ndarray:
-    """int32 [T, N]: the last row of the episode that row t of stream n belongs to."""
-    t = is_first.shape[0]
-    ends = np.empty(is_first.shape, np.int32)
-    ends[-1] = t - 1
-    for i in range(t - 2, -1, -1):
-        ends[i] = np.where(is_first[i + 1], i, ends[i + 1])
-    return ends
-
-
-def window_starts(is_first: np.ndarray, span: int) -> np.ndarray:
-    """int32 [K, 2] (t, n) of every window of rows t..t+span inside one episode."""
-    ends = episode_ends(is_first)
-    t = np.arange(is_first.shape[0])[:, None]
-    ok = t + span <= ends
-    if not ok.any():
-        raise datasets.DatasetError(f"no episode holds a window of {span + 1} rows (predictor."
-                                    f"history x frameskip + 1); use longer episodes")
-    return np.stack(np.nonzero(ok), -1).astype(np.int32)
-
-
 def gather_windows(images, actions, starts, idx, history: int, frameskip: int):
     """Windows of h + 1 model steps at starts[idx]: images [B, h+1, H, W, 3] (every frameskip-th
     row) and actions [B, h+1, frameskip * A] (the frameskip env actions of each model step)."""
@@ -518,7 +497,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             _, restored, _ = ckpt.restore_latest({"model": state, "encoder": encoder_params})
             state, encoder_params = restored["model"], restored["encoder"]
         device_data = {"images": images, "actions": jnp.asarray(data["action"]),
-                       "ends": jnp.asarray(episode_ends(data["is_first"]))}
+                       "ends": jnp.asarray(datasets.episode_ends(data["is_first"]))}
         scale = 1.0
         if c.variant in FROZEN:
             z = encode_dataset(vit, encoder_params, data["image"])
@@ -526,7 +505,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             device_data["z"] = jnp.asarray(z / scale)
             del z
         span = 1 if c.variant == "bc" else models.history * models.frameskip
-        device_data["starts"] = jnp.asarray(window_starts(data["is_first"], span))
+        device_data["starts"] = jnp.asarray(datasets.window_starts(data["is_first"], span))
         train = jax.jit(models.train_steps, static_argnums=3, donate_argnums=0)
         chunk = max(min(c.train.log_every, c.train.checkpoint_every) // 2, 1)
         step = done - dino_steps

@@ -1,0 +1,317 @@
+"""Latent Diffusion Planning: training stages and goal-reaching evaluation (Xie et al., 2025).
+
+Stages (checkpointed at the end of each, so a killed run resumes at the next stage):
+1. VAE on every frame of both datasets (`models/vae.py`); frozen after, frames encoded once to
+   their posterior means, standardized per dimension;
+2. the variant's models (config.py): the planner, a DDPM over the next H latents
+   x0 = [z_{t+1}, ..., z_{t+H}] conditioned on (z_t, z_goal) with hindsight goals (a later frame
+   of the same episode), and the IDM, a DDPM over a_t conditioned on (z_t, z_{t+1}); or a
+   diffusion policy over the next `execute` actions conditioned on (z_t, z_goal); or BC;
+3. evaluation on the goal tasks' fixed start/goal pairs: every `execute` steps the planner
+   samples a latent plan by DDIM, the IDM turns (z_t, z_1), (z_1, z_2), ... into the actions
+   executed until the next plan. Success at the end of the episode (and ever), seconds per plan.
+"""
+import json
+import os
+import time
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from jaxwm.agents.ldp import config as ldp_config
+from jaxwm.data import datasets
+from jaxwm.envs import goal_tasks
+from jaxwm.models import diffusion, vae as vae_lib
+from jaxwm.nn.blocks import MLP
+from jaxwm.runtime.checkpoint import Checkpointer
+from jaxwm.runtime.logging import RunLogger, save_config
+from jaxwm.runtime.workdir import check_saved_config, check_values, user_errors
+
+EVAL_FILE = "eval.json"
+
+
+def check_config(c: ml_collections.ConfigDict) -> None:
+    """Raises ValueError naming the field and the allowed values."""
+    for field, value, allowed in (("task", c.task, ldp_config.TASKS),
+                                  ("variant", c.variant, ldp_config.VARIANTS)):
+        if value not in allowed:
+            raise ValueError(f"{field}={value!r} is not one of {allowed}")
+    if c.train.execute > c.planner.horizon:
+        raise ValueError(f"train.execute={c.train.execute} must be <= planner.horizon="
+                         f"{c.planner.horizon}")
+    for name in ("demos", "suboptimal"):
+        if not str(c.dataset[name]).endswith(".npz"):
+            raise ValueError(f"dataset.{name}={c.dataset[name]!r} must be an .npz file of "
+                             f"experiments/make_dataset.py --goal_task={c.task}")
+    if c.eval.batch > c.eval.goals:
+        raise ValueError(f"eval.batch={c.eval.batch} must be <= eval.goals={c.eval.goals}")
+
+
+def load(c: ml_collections.ConfigDict, name: str) -> dict:
+    arrays, _ = datasets.load(c.dataset[name], env=c.task)
+    if "image" not in arrays:
+        raise datasets.DatasetError(f"dataset.{name}={c.dataset[name]!r}: no 'image' field "
+                                    f"(make_dataset.py --goal_task={c.task})")
+    return arrays
+
+
+@flax.struct.dataclass
+class State:
+    params: dict
+    opt_state: optax.OptState
+
+
+class Models:
+    """Modules, schedules and losses of one config."""
+
+    def __init__(self, c: ml_collections.ConfigDict, action_size: int):
+        self.c, self.action_size = c, action_size
+        self.vae = vae_lib.VAE(latent_dim=c.vae.latent_dim, depth=c.vae.depth)
+        p, i = c.planner, c.idm
+        self.planner = diffusion.TemporalDenoiser(horizon=p.horizon, dim=p.dim, depth=p.depth,
+                                                  heads=p.heads)
+        self.idm = diffusion.MLPDenoiser(hidden=tuple(i.hidden))
+        self.bc = MLP(tuple(i.hidden), out=action_size, act="mish", layer_norm=True)
+        self.plan_schedule = diffusion.make_schedule(p.diffusion_steps)
+        self.action_schedule = diffusion.make_schedule(i.diffusion_steps)
+        self.chunk = c.train.execute if c.variant == "diffusion_policy" else 1
+
+    def init(self, key) -> dict:
+        latent, a = self.c.vae.latent_dim, self.action_size
+        k_plan, k_idm = jax.random.split(key)
+        z2 = jnp.zeros((1, 2 * latent))
+        t = jnp.zeros((1,), jnp.int32)
+        if self.c.variant == "bc":
+            return {"bc": self.bc.init(k_idm, z2)}
+        params = {"idm": self.idm.init(k_idm, jnp.zeros((1, a * self.chunk)), t, z2)}
+        if self.c.variant != "diffusion_policy":
+            params["planner"] = self.planner.init(
+                k_plan, jnp.zeros((1, self.c.planner.horizon, latent)), t, z2)
+        return params
+
+    def loss(self, params, batch, key):
+        """Sum of the variant's losses on one batch (dict of latents and actions)."""
+        k_plan, k_idm = jax.random.split(key)
+        metrics = {}
+        if "bc" in params:
+            pred = jnp.tanh(self.bc.apply(params["bc"], batch["cond_goal"]))
+            metrics["bc_loss"] = jnp.mean(jnp.square(pred - batch["action"]))
+            return metrics["bc_loss"], metrics
+        if "planner" in params:
+            metrics["planner_loss"] = diffusion.ddpm_loss(
+                self.planner.apply, params["planner"], self.plan_schedule, batch["plan"],
+                batch["cond_goal"], k_plan, self.c.planner.cond_drop_prob)
+        cond = batch["cond_goal"] if self.c.variant == "diffusion_policy" else batch["cond_next"]
+        metrics["action_loss"] = diffusion.ddpm_loss(
+            self.idm.apply, params["idm"], self.action_schedule, batch["action"], cond, k_idm)
+        return sum(metrics.values()), metrics
+
+
+def sample_batch(models: Models, data: dict, key, size: int, planner_data: bool) -> dict:
+    """A batch of (z_t, z_goal), the next H latents, (z_t, z_{t+1}) and the action chunk from
+    the device arrays `data` (latents [T, N, L], actions [T, N, A], starts [K, 2], ends [T, N])."""
+    c = models.c
+    k_idx, k_goal = jax.random.split(key)
+    idx = jax.random.randint(k_idx, (size,), 0, data["starts"].shape[0])
+    t, n = data["starts"][idx, 0], data["starts"][idx, 1]
+    ends = data["ends"][t, n]
+    ahead = 1 + jnp.floor(jax.random.uniform(k_goal, (size,)) * (ends - t)).astype(jnp.int32)
+    z = data["z"]
+    out = {"cond_goal": jnp.concatenate([z[t, n], z[t + ahead, n]], -1),
+           "cond_next": jnp.concatenate([z[t, n], z[t + 1, n]], -1)}
+    if planner_data:
+        rows = t[:, None] + 1 + jnp.arange(c.planner.horizon)[None]
+        out["plan"] = z[rows, n[:, None]]
+    rows = jnp.minimum(t[:, None] + jnp.arange(models.chunk)[None], z.shape[0] - 1)
+    out["action"] = data["actions"][rows, n[:, None]].reshape(size, -1)
+    return out
+
+
+def device_data(arrays: dict, z: np.ndarray, span: int) -> dict:
+    return {"z": jnp.asarray(z), "actions": jnp.asarray(arrays["action"]),
+            "ends": jnp.asarray(datasets.episode_ends(arrays["is_first"])),
+            "starts": jnp.asarray(datasets.window_starts(arrays["is_first"], span))}
+
+
+def _write_json(path: str, value: dict) -> None:
+    with open(path + ".tmp", "w") as f:
+        json.dump(value, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """All stages per `config` in `workdir` (resumable by stage). Returns the evaluation."""
+    began = time.time()
+    c = config
+    with user_errors():
+        check_values(c)
+        check_config(c)
+        demos, subopt = load(c, "demos"), load(c, "suboptimal")
+        models = Models(c, demos["action"].shape[-1])
+        check_saved_config(c, workdir)
+    eval_path = os.path.join(workdir, EVAL_FILE)
+    if os.path.exists(eval_path):
+        with open(eval_path) as f:
+            return json.load(f)
+    key = jax.random.key(c.seed)
+    k_vae, k_init, k_train, k_eval = jax.random.split(key, 4)
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), 2)
+    save_config(c, workdir)
+    logger = RunLogger(workdir, total=c.vae.steps + c.train.steps, desc=f"ldp/{c.variant}",
+                       enable_bar=c.train.progress_bar,
+                       show_keys=("vae/loss", "train/planner_loss", "train/action_loss"))
+    try:
+        # --- stage 1: VAE ----------------------------------------------------------------------
+        frames = jnp.asarray(np.concatenate([demos["image"], subopt["image"]], 1).reshape(
+            -1, *demos["image"].shape[2:]))
+        vae_params = vae_lib.init(models.vae, k_vae)
+        opt = optax.adam(c.vae.lr)
+        vae_state = State(vae_params, opt.init(vae_params))
+        done = ckpt.latest_step() or 0
+        if done:
+            _, tree, _ = ckpt.restore_latest({"vae": vae_state})
+            vae_state = tree["vae"]
+        else:
+            def vae_step(state, key):
+                k_idx, k_loss = jax.random.split(key)
+                images = frames[jax.random.randint(k_idx, (c.vae.batch_size,), 0, len(frames))]
+                grads, metrics = jax.grad(lambda p: vae_lib.vae_loss(
+                    models.vae, p, images, k_loss, c.vae.kl_weight), has_aux=True)(state.params)
+                updates, opt_state = opt.update(grads, state.opt_state)
+                return State(optax.apply_updates(state.params, updates), opt_state), metrics
+
+            chunk = max(c.train.log_every // 5, 1)
+            run = jax.jit(lambda s, k, n: jax.lax.scan(vae_step, s, jax.random.split(k, n)),
+                          static_argnums=2)
+            while done < c.vae.steps:
+                num = min(chunk, c.vae.steps - done)
+                vae_state, metrics = run(vae_state, jax.random.fold_in(k_vae, done), num)
+                done += num
+                logger.log(done, {f"vae/{k}": v[-1] for k, v in metrics.items()})
+                logger.advance(done)
+            ckpt.save(done, {"vae": vae_state}, {"stage": "vae"})
+        encode = jax.jit(lambda x: vae_lib.encode_mean(models.vae, vae_state.params, x))
+
+        def latents(images):
+            flat = images.reshape(-1, *images.shape[2:])
+            z = np.concatenate([np.asarray(encode(flat[i:i + 512]))
+                                for i in range(0, len(flat), 512)])
+            return z.reshape(*images.shape[:2], -1)
+
+        z_demos, z_subopt = latents(demos["image"]), latents(subopt["image"])
+        mean, std = z_demos.mean((0, 1)), z_demos.std((0, 1)) + 1e-6
+        normalize = lambda z: (z - mean) / std
+        # --- stage 2: planner and IDM / policy -----------------------------------------------
+        span = c.planner.horizon if c.variant in ("ldp", "ldp_demos") else models.chunk
+        demo_data = device_data(demos, normalize(z_demos), span)
+        idm_data = (device_data(subopt, normalize(z_subopt), 1) if c.variant == "ldp"
+                    else demo_data)
+        params = models.init(k_init)
+        opt = optax.adamw(c.train.lr, weight_decay=1e-4)
+        state = State(params, opt.init(params))
+
+        def step(state, key):
+            k_plan, k_idm, k_loss = jax.random.split(key, 3)
+            batch = sample_batch(models, demo_data, k_plan, c.train.batch_size,
+                                 "planner" in state.params)
+            if idm_data is not demo_data:   # 'ldp': the IDM learns from the suboptimal data
+                other = sample_batch(models, idm_data, k_idm, c.train.batch_size, False)
+                batch = {**batch, "cond_next": other["cond_next"], "action": other["action"]}
+            grads, metrics = jax.grad(models.loss, has_aux=True)(state.params, batch, k_loss)
+            updates, opt_state = opt.update(grads, state.opt_state, state.params)
+            return State(optax.apply_updates(state.params, updates), opt_state), metrics
+
+        stage2 = c.vae.steps + c.train.steps
+        if done >= stage2:
+            _, tree, _ = ckpt.restore_latest({"vae": vae_state, "model": state})
+            state = tree["model"]
+        run = jax.jit(lambda s, k, n: jax.lax.scan(step, s, jax.random.split(k, n)),
+                      static_argnums=2)
+        while done < stage2:
+            num = min(c.train.log_every, stage2 - done)
+            state, metrics = run(state, jax.random.fold_in(k_train, done), num)
+            done += num
+            logger.log(done, {f"train/{k}": v.mean() for k, v in metrics.items()})
+            logger.advance(done)
+            if done == stage2:
+                ckpt.save(done, {"vae": vae_state, "model": state}, {"stage": "model"})
+        # --- stage 3: evaluation -------------------------------------------------------------
+        result = evaluate(models, state.params, encode, normalize, k_eval)
+        logger.log(stage2, {f"eval/{k}": v for k, v in result.items() if not isinstance(v, list)})
+        result.update(variant=c.variant, task=c.task, seed=c.seed, seconds=time.time() - began)
+        _write_json(eval_path, result)
+    finally:
+        logger.close()
+        ckpt.close()
+    return result
+
+
+def make_policy(models: Models, params):
+    """Jitted (z [B, L], z_goal [B, L], key) -> actions [B, execute, A] for the next `execute`
+    env steps (one plan)."""
+    c, a = models.c, models.action_size
+    e = c.train.execute
+
+    def act(z, goal, key):
+        b = z.shape[0]
+        k_plan, k_act = jax.random.split(key)
+        cond = jnp.concatenate([z, goal], -1)
+        if c.variant == "bc":
+            return jnp.tanh(models.bc.apply(params["bc"], cond))[:, None]
+        if c.variant == "diffusion_policy":
+            chunk = diffusion.ddim_sample(models.idm.apply, params["idm"], models.action_schedule,
+                                          (b, a * e), cond, k_act, c.idm.sample_steps,
+                                          clip_x0=1.0)
+            return chunk.reshape(b, e, a)
+        plan = diffusion.ddim_sample(models.planner.apply, params["planner"],
+                                     models.plan_schedule, (b, c.planner.horizon, z.shape[-1]),
+                                     cond, k_plan, c.planner.sample_steps,
+                                     guidance=c.planner.guidance)
+        path = jnp.concatenate([z[:, None], plan[:, :e]], 1)               # [B, e + 1, L]
+        pairs = jnp.concatenate([path[:, :-1], path[:, 1:]], -1).reshape(b * e, -1)
+        actions = diffusion.ddim_sample(models.idm.apply, params["idm"], models.action_schedule,
+                                        (b * e, a), pairs, k_act, c.idm.sample_steps,
+                                        clip_x0=1.0)
+        return actions.reshape(b, e, a)
+
+    return jax.jit(act)
+
+
+def evaluate(models: Models, params, encode, normalize, key) -> dict:
+    """Success over the task's fixed start/goal pairs; BC acts every step, the others execute
+    `train.execute` actions per plan."""
+    c = models.c
+    act = make_policy(models, params)
+    success, ever, seconds, plans = [], [], 0.0, 0
+    with goal_tasks.make_goal_task(c.task, num_envs=c.eval.batch, seed=c.eval.seed) as task:
+        starts, goals = task.eval_pairs(c.eval.goals, c.eval.seed)
+        for first in range(0, c.eval.goals, c.eval.batch):
+            idx = np.arange(first, first + c.eval.batch) % c.eval.goals
+            obs = task.reset_to(starts[idx], goals[idx])
+            goal = normalize(np.asarray(encode(obs["goal_image"])))
+            actions, s = None, 0
+            while s < task.max_steps:
+                key, k = jax.random.split(key)
+                began = time.perf_counter()
+                actions = np.asarray(act(normalize(np.asarray(encode(obs["image"]))), goal, k))
+                if first or s:
+                    seconds += time.perf_counter() - began
+                    plans += 1
+                for j in range(actions.shape[1]):
+                    if s < task.max_steps:
+                        obs = task.step(actions[:, j])
+                        s += 1
+            keep = np.arange(min(c.eval.batch, c.eval.goals - first))
+            success.append(obs["success"][keep])
+            ever.append(obs["ever_success"][keep])
+    out = {"success_rate": float(np.concatenate(success).mean()),
+           "ever_success_rate": float(np.concatenate(ever).mean()),
+           "successes": np.concatenate(success).astype(int).tolist()}
+    if plans:
+        out["seconds_per_plan"] = seconds / plans
+        out["decisions_per_s"] = plans * c.eval.batch / max(seconds, 1e-9)
+    return out

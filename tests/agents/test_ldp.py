@@ -1,0 +1,49 @@
+"""Latent Diffusion Planning agent: every variant end to end on the smoke preset."""
+import json
+import os
+
+import pytest
+
+from jaxwm.agents.ldp import config as ldp_config
+from jaxwm.agents.ldp import train as ldp_train
+from jaxwm.data import datasets
+from jaxwm.envs import goal_tasks
+from jaxwm.runtime.workdir import UserError
+
+
+@pytest.fixture(scope="module")
+def wall_dataset(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("data") / "wall.npz")
+    arrays = goal_tasks.collect("Wall-v0", "scripted", episodes=6, length=10, seed=0)
+    datasets.save(path, arrays, {"env": "Wall-v0", "kind": "scripted"})
+    return path
+
+
+def smoke(variant, path):
+    c = ldp_config.get_config("smoke")
+    c.variant, c.dataset.demos, c.dataset.suboptimal = variant, path, path
+    return c
+
+
+@pytest.mark.parametrize("variant", ldp_config.VARIANTS)
+def test_every_variant_smoke(wall_dataset, tmp_path, variant):
+    workdir = str(tmp_path / variant)
+    result = ldp_train.train_and_evaluate(smoke(variant, wall_dataset), workdir)
+    assert len(result["successes"]) == 4 and 0 <= result["success_rate"] <= 1
+    records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+    keys = set().union(*records)
+    assert "vae/loss" in keys and "eval/success_rate" in keys
+    assert ("train/planner_loss" in keys) == variant.startswith("ldp")
+    # A finished run is reused as is.
+    assert ldp_train.train_and_evaluate(smoke(variant, wall_dataset), workdir) == result
+
+
+def test_bad_values_name_the_field(wall_dataset, tmp_path):
+    c = smoke("ldp", wall_dataset)
+    c.train.execute = 9
+    with pytest.raises(UserError, match="train.execute=9"):
+        ldp_train.train_and_evaluate(c, str(tmp_path / "bad"))
+    c = smoke("planner", wall_dataset)
+    with pytest.raises(UserError, match="variant='planner' is not one of"):
+        ldp_train.train_and_evaluate(c, str(tmp_path / "bad"))
+    assert not os.path.exists(tmp_path / "bad")
