@@ -67,12 +67,20 @@ def test_dino_variant_all_stages_and_resume(wall_dataset, tmp_path):
 def test_resume_after_the_world_model_stage_matches(wall_dataset, tmp_path):
     # A run stopped after stage 2 (eval.json removed: killed during the evaluation) resumes
     # from its last checkpoint and evaluates to the same result as the uninterrupted run.
+    # Records logged after the last checkpoint (here a fake one, then the evaluation's) are
+    # dropped on resume and logged once again: no step is recorded twice.
     workdir = str(tmp_path / "random")
     first = dwm_train.train_and_evaluate(smoke("random", wall_dataset), workdir)
+    metrics = os.path.join(workdir, "metrics.jsonl")
+    before = open(metrics).read()
+    with open(metrics, "a") as f:
+        f.write(json.dumps({"step": 999, "train/pred_loss": 1.0}) + "\n")
     os.remove(os.path.join(workdir, "eval.json"))
     second = dwm_train.train_and_evaluate(smoke("random", wall_dataset), workdir)
     for k in ("successes", "final_goal_cost"):
         assert first[k] == pytest.approx(second[k], rel=1e-5)
+    records = [json.loads(line) for line in open(metrics)]
+    assert len(records) == len(before.splitlines()) and 999 not in [r["step"] for r in records]
 
 
 @pytest.mark.parametrize("variant", ["bc", "reconstruction"])

@@ -25,7 +25,8 @@ def smoke(variant, path):
     return c
 
 
-@pytest.mark.parametrize("variant", ldp_config.VARIANTS)
+@pytest.mark.parametrize("variant", [v if v == "ldp" else pytest.param(v, marks=pytest.mark.slow)
+                                     for v in ldp_config.VARIANTS])   # 'ldp' runs every model
 def test_every_variant_smoke(wall_dataset, tmp_path, variant):
     workdir = str(tmp_path / variant)
     result = ldp_train.train_and_evaluate(smoke(variant, wall_dataset), workdir)

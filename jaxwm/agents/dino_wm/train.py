@@ -31,6 +31,7 @@ from jaxwm.data import datasets
 from jaxwm.envs import goal_tasks
 from jaxwm.models import dino, dino_wm
 from jaxwm.nn import vit as vit_lib
+from jaxwm.nn.blocks import ConvEncoder
 from jaxwm.planners import cem, mppi
 from jaxwm.runtime.checkpoint import Checkpointer
 from jaxwm.runtime.logging import RunLogger, save_config
@@ -161,10 +162,9 @@ class GoalPolicy(nn.Module):
 
     @nn.compact
     def __call__(self, obs, goal):
-        x = jnp.concatenate([obs, goal], -1).astype(jnp.float32) / 255.0 - 0.5
-        for i in range(4):
-            x = nn.gelu(nn.Conv(self.depth * 2 ** i, (4, 4), (2, 2))(x))
-        x = nn.gelu(nn.Dense(self.hidden)(x.reshape(x.shape[0], -1)))
+        # DreamerV2's conv encoder (with its fast CPU lowering) on the stacked frames.
+        x = ConvEncoder(self.depth, act="elu")(jnp.concatenate([obs, goal], -1))
+        x = nn.elu(nn.Dense(self.hidden)(x))
         return jnp.tanh(nn.Dense(self.action_size)(x))
 
 
@@ -463,19 +463,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     dino_steps = c.dino.steps if c.variant == "dino" else 0
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), c.train.checkpoints_to_keep)
     save_config(c, workdir)
-    logger = RunLogger(workdir, total=dino_steps + c.train.steps, desc=f"dino_wm/{c.variant}",
-                       enable_bar=c.train.progress_bar,
-                       show_keys=("dino/loss", "train/pred_loss", "train/bc_loss"))
+    # Restore before logging: records logged after the checkpoint (a kill) are dropped.
+    latest, meta, dino_state, restored_model = ckpt.latest_step(), {}, None, None
+    if dino_steps:
+        dino_state = dino.init(k_dino, c.dino, vit)
+    if latest is not None and latest <= dino_steps:
+        _, restored, meta = ckpt.restore_latest({"dino": dino_state})
+        dino_state = restored["dino"]
+    elif latest is not None:
+        restored_model = ckpt.restore_latest(
+            {"model": models.init(k_model, encoder_params), "encoder": encoder_params})
+        meta = restored_model[2]
+    logger = RunLogger(workdir, total=dino_steps + c.train.steps, start=latest or 0,
+                       desc=f"dino_wm/{c.variant}", enable_bar=c.train.progress_bar,
+                       show_keys=("dino/loss", "train/pred_loss", "train/bc_loss"),
+                       keep_records=meta.get("records", 0) if latest is not None else 0)
     images = jnp.asarray(data["image"])
     try:
-        latest = ckpt.latest_step()
-        done = 0 if latest is None else latest
+        done = latest or 0
         # --- stage 1: DINO pretraining ------------------------------------------------------
         if dino_steps:
-            dino_state = dino.init(k_dino, c.dino, vit)
-            if latest is not None and latest <= dino_steps:
-                _, restored, _ = ckpt.restore_latest({"dino": dino_state})
-                dino_state = restored["dino"]
             if done < dino_steps:
                 logger.write(f"stage 1: DINO pretraining, {dino_steps} steps")
                 frames = images.reshape(-1, *images.shape[2:])
@@ -487,15 +494,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                     if done % max(c.train.log_every // 4, 1) == 0 or done == dino_steps:
                         logger.log(done, {f"dino/{k}": v for k, v in metrics.items()})
                     if done % c.train.checkpoint_every == 0 or done == dino_steps:
-                        ckpt.save(done, {"dino": dino_state}, {"stage": "dino"})
+                        ckpt.save(done, {"dino": dino_state},
+                                  {"stage": "dino", "records": logger.records})
                     logger.advance(done)
-            encoder_params = dino.teacher_backbone(dino_state)
-            del dino_state
+            encoder_params = dino.teacher_backbone(dino_state)   # restored below in stage 2
+        del dino_state
         # --- stage 2: world model (or BC policy) --------------------------------------------
-        state = models.init(k_model, encoder_params)
-        if latest is not None and latest > dino_steps:
-            _, restored, _ = ckpt.restore_latest({"model": state, "encoder": encoder_params})
-            state, encoder_params = restored["model"], restored["encoder"]
+        if restored_model is not None:
+            state, encoder_params = restored_model[1]["model"], restored_model[1]["encoder"]
+        else:
+            state = models.init(k_model, encoder_params)
         device_data = {"images": images, "actions": jnp.asarray(data["action"]),
                        "ends": jnp.asarray(datasets.episode_ends(data["is_first"]))}
         scale = 1.0
@@ -520,7 +528,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 logger.log(dino_steps + step, {f"train/{k}": v for k, v in metrics.items()})
             if step % c.train.checkpoint_every < num or step == c.train.steps:
                 ckpt.save(dino_steps + step, {"model": state, "encoder": encoder_params},
-                          {"stage": "model"})
+                          {"stage": "model", "records": logger.records})
             logger.advance(dino_steps + step)
         del device_data
         # --- stage 3: goal-reaching evaluation -----------------------------------------------
