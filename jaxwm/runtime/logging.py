@@ -27,6 +27,14 @@ def quiet_libraries() -> None:
     absl_logging.set_verbosity(absl_logging.WARNING)
 
 
+def write_json(path: str, value: Mapping) -> None:
+    """Write `value` as JSON to `path` atomically (tmp file + rename)."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(value, f, indent=1)
+    os.replace(tmp, path)
+
+
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> str:
     """Write the resolved config as `workdir/config.json` (atomically); returns the path."""
     os.makedirs(workdir, exist_ok=True)

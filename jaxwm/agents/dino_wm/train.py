@@ -34,7 +34,7 @@ from jaxwm.nn import vit as vit_lib
 from jaxwm.nn.blocks import ConvEncoder
 from jaxwm.planners import cem, mppi
 from jaxwm.runtime.checkpoint import Checkpointer
-from jaxwm.runtime.logging import RunLogger, save_config
+from jaxwm.runtime.logging import RunLogger, save_config, write_json
 from jaxwm.runtime.workdir import check_saved_config, check_values, user_errors
 
 EVAL_FILE = "eval.json"
@@ -429,13 +429,6 @@ def rollout_figure(models: Models, state: TrainState, encoder_params, frames, ex
 # ------------------------------------------------------------------------------------------------
 # The run
 # ------------------------------------------------------------------------------------------------
-def _write_json(path: str, value: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=1)
-    os.replace(tmp, path)
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """All stages per `config` in `workdir` (resumable). Returns the evaluation summary."""
     began = time.time()
@@ -542,7 +535,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                                 if not isinstance(v, list)})
         result.update(variant=c.variant, task=c.task, seed=c.seed,
                       seconds=time.time() - began)
-        _write_json(eval_path, result)
+        write_json(eval_path, result)
     finally:
         logger.close()
         ckpt.close()

@@ -28,7 +28,7 @@ from jaxwm.envs import goal_tasks
 from jaxwm.models import diffusion, vae as vae_lib
 from jaxwm.nn.blocks import MLP
 from jaxwm.runtime.checkpoint import Checkpointer
-from jaxwm.runtime.logging import RunLogger, save_config
+from jaxwm.runtime.logging import RunLogger, save_config, write_json
 from jaxwm.runtime.workdir import check_saved_config, check_values, user_errors
 
 EVAL_FILE = "eval.json"
@@ -137,12 +137,6 @@ def device_data(arrays: dict, z: np.ndarray, span: int) -> dict:
             "starts": jnp.asarray(datasets.window_starts(arrays["is_first"], span))}
 
 
-def _write_json(path: str, value: dict) -> None:
-    with open(path + ".tmp", "w") as f:
-        json.dump(value, f, indent=1)
-    os.replace(path + ".tmp", path)
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """All stages per `config` in `workdir` (resumable by stage). Returns the evaluation."""
     began = time.time()
@@ -243,7 +237,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         result = evaluate(models, state.params, encode, normalize, k_eval)
         logger.log(stage2, {f"eval/{k}": v for k, v in result.items() if not isinstance(v, list)})
         result.update(variant=c.variant, task=c.task, seed=c.seed, seconds=time.time() - began)
-        _write_json(eval_path, result)
+        write_json(eval_path, result)
     finally:
         logger.close()
         ckpt.close()
