@@ -34,6 +34,7 @@ from jaxwm.nn import vit as vit_lib
 from jaxwm.nn.blocks import ConvEncoder
 from jaxwm.planners import cem, mppi
 from jaxwm.runtime.checkpoint import Checkpointer
+from jaxwm.runtime import steps as steps_lib
 from jaxwm.runtime.logging import RunLogger, save_config, write_json
 from jaxwm.runtime.workdir import check_saved_config, check_values, user_errors
 
@@ -232,8 +233,8 @@ class Models:
             loss = pred_loss + dec_loss
         return loss, {"pred_loss": pred_loss, "dec_loss": dec_loss}
 
-    def train_steps(self, state: TrainState, data: dict, key, num_steps: int):
-        """`num_steps` gradient steps (a lax.scan) on batches sampled from `data` (device)."""
+    def train_step(self, state: TrainState, key, data: dict):
+        """One gradient step on a batch sampled from `data` (device); see `runtime.steps`."""
         c = self.c
         bsz = c.train.batch_size
 
@@ -256,16 +257,11 @@ class Models:
                 batch["z"] = data["z"][rows, n[:, None]]
             return batch
 
-        def step(state, k):
-            batch = sample(k)
-            (_, metrics), grads = jax.value_and_grad(self.loss, has_aux=True)(
-                state.params, batch, None)
-            updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
-            params = optax.apply_updates(state.params, updates)
-            return TrainState(params, opt_state, state.step + 1), metrics
-
-        state, metrics = jax.lax.scan(step, state, jax.random.split(key, num_steps))
-        return state, jax.tree.map(jnp.mean, metrics)
+        (_, metrics), grads = jax.value_and_grad(self.loss, has_aux=True)(
+            state.params, sample(key), None)
+        updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return TrainState(params, opt_state, state.step + 1), metrics
 
 
 # ------------------------------------------------------------------------------------------------
@@ -507,7 +503,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             del z
         span = 1 if c.variant == "bc" else models.history * models.frameskip
         device_data["starts"] = jnp.asarray(datasets.window_starts(data["is_first"], span))
-        train = jax.jit(models.train_steps, static_argnums=3, donate_argnums=0)
+        train = steps_lib.repeat_steps(models.train_step)   # host loop on CPU (conv gradients)
         chunk = max(min(c.train.log_every, c.train.checkpoint_every) // 2, 1)
         step = done - dino_steps
         if step < c.train.steps:
@@ -515,10 +511,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                          f"{c.train.steps} steps")
         while step < c.train.steps:
             num = min(chunk, c.train.steps - step)
-            state, metrics = train(state, device_data, jax.random.fold_in(k_train, step), num)
+            state, metrics = train(state, jax.random.fold_in(k_train, step), num, device_data)
             step += num
             if step % c.train.log_every < num or step == c.train.steps:
-                logger.log(dino_steps + step, {f"train/{k}": v for k, v in metrics.items()})
+                logger.log(dino_steps + step, {f"train/{k}": v.mean() for k, v in metrics.items()})
             if step % c.train.checkpoint_every < num or step == c.train.steps:
                 ckpt.save(dino_steps + step, {"model": state, "encoder": encoder_params},
                           {"stage": "model", "records": logger.records})

@@ -27,6 +27,7 @@ from jaxwm.data import datasets
 from jaxwm.envs import goal_tasks
 from jaxwm.models import diffusion, vae as vae_lib
 from jaxwm.nn.blocks import MLP
+from jaxwm.runtime import steps as steps_lib
 from jaxwm.runtime.checkpoint import Checkpointer
 from jaxwm.runtime.logging import RunLogger, save_config, write_json
 from jaxwm.runtime.workdir import check_saved_config, check_values, user_errors
@@ -170,7 +171,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             _, tree, _ = ckpt.restore_latest({"vae": vae_state})
             vae_state = tree["vae"]
         else:
-            def vae_step(state, key):
+            def vae_step(state, key):   # conv gradients: a host loop on CPU (runtime.steps)
                 k_idx, k_loss = jax.random.split(key)
                 images = frames[jax.random.randint(k_idx, (c.vae.batch_size,), 0, len(frames))]
                 grads, metrics = jax.grad(lambda p: vae_lib.vae_loss(
@@ -179,8 +180,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 return State(optax.apply_updates(state.params, updates), opt_state), metrics
 
             chunk = max(c.train.log_every // 5, 1)
-            run = jax.jit(lambda s, k, n: jax.lax.scan(vae_step, s, jax.random.split(k, n)),
-                          static_argnums=2)
+            run = steps_lib.repeat_steps(vae_step)
             while done < c.vae.steps:
                 num = min(chunk, c.vae.steps - done)
                 vae_state, metrics = run(vae_state, jax.random.fold_in(k_vae, done), num)
@@ -223,8 +223,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if done >= stage2:
             _, tree, _ = ckpt.restore_latest({"vae": vae_state, "model": state})
             state = tree["model"]
-        run = jax.jit(lambda s, k, n: jax.lax.scan(step, s, jax.random.split(k, n)),
-                      static_argnums=2)
+        run = steps_lib.repeat_steps(step)
         while done < stage2:
             num = min(c.train.log_every, stage2 - done)
             state, metrics = run(state, jax.random.fold_in(k_train, done), num)
