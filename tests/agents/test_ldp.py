@@ -44,6 +44,10 @@ def test_bad_values_name_the_field(wall_dataset, tmp_path):
     c.train.execute = 9
     with pytest.raises(UserError, match="train.execute=9"):
         ldp_train.train_and_evaluate(c, str(tmp_path / "bad"))
+    c = smoke("ldp", wall_dataset)
+    c.dataset.labelled_demos = 7          # the dataset has 6 episodes
+    with pytest.raises(UserError, match=r"dataset.labelled_demos=7 must be in \[0, 6\]"):
+        ldp_train.train_and_evaluate(c, str(tmp_path / "bad"))
     c = smoke("planner", wall_dataset)
     with pytest.raises(UserError, match="variant='planner' is not one of"):
         ldp_train.train_and_evaluate(c, str(tmp_path / "bad"))

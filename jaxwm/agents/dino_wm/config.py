@@ -73,6 +73,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     b.goal_horizon = 25                # hindsight goals 1..goal_horizon env steps ahead
     b.depth = 32                       # channels of the first conv layer (doubling x4)
     b.hidden = 256
+    b.lr = 3e-4                        # (3e-3, the cpu predictor's, saturates the policy)
 
     pl = c.planner = ml_collections.ConfigDict()
     pl.kind = "cem"                    # one of PLANNERS

@@ -34,11 +34,11 @@ from jaxwm.nn import vit as vit_lib
 from jaxwm.nn.blocks import ConvEncoder
 from jaxwm.planners import cem, mppi
 from jaxwm.runtime.checkpoint import Checkpointer
-from jaxwm.runtime import steps as steps_lib
+from jaxwm.runtime import goal_reaching, steps as steps_lib
 from jaxwm.runtime.logging import RunLogger, save_config, write_json
 from jaxwm.runtime.workdir import check_saved_config, check_values, user_errors
 
-EVAL_FILE = "eval.json"
+EVAL_FILE = goal_reaching.EVAL_FILE
 FROZEN = ("dino", "dinov2", "random")
 
 
@@ -156,7 +156,8 @@ class TrainState:
 
 
 class GoalPolicy(nn.Module):
-    """Goal-conditioned BC policy: (obs, goal) uint8 [B, H, W, 3] each -> action [B, A]."""
+    """Goal-conditioned BC policy: (obs, goal) uint8 [B, H, W, 3] each -> action [B, A]
+    (unbounded regression target; clipped to the action box when acting)."""
     action_size: int
     depth: int = 32
     hidden: int = 256
@@ -166,7 +167,7 @@ class GoalPolicy(nn.Module):
         # DreamerV2's conv encoder (with its fast CPU lowering) on the stacked frames.
         x = ConvEncoder(self.depth, act="elu")(jnp.concatenate([obs, goal], -1))
         x = nn.elu(nn.Dense(self.hidden)(x))
-        return jnp.tanh(nn.Dense(self.action_size)(x))
+        return nn.Dense(self.action_size)(x)
 
 
 class Models:
@@ -184,7 +185,7 @@ class Models:
                                             hidden=p.decoder_hidden)
         self.policy = GoalPolicy(action_size, c.bc.depth, c.bc.hidden)
         t = c.train
-        rates = {"pred": t.lr, "dec": t.decoder_lr, "enc": t.encoder_lr, "bc": t.lr}
+        rates = {"pred": t.lr, "dec": t.decoder_lr, "enc": t.encoder_lr, "bc": c.bc.lr}
         self.optimizer = optax.multi_transform(
             {k: optax.adamw(lr, weight_decay=1e-4) for k, lr in rates.items()},
             lambda params: {k: jax.tree.map(lambda _: k, v) for k, v in params.items()})
@@ -321,7 +322,7 @@ def _evaluate(models, state, encoder_params, key, scale, record, task) -> dict:
     c = models.c
     starts, goals = task.eval_pairs(c.eval.goals, c.eval.seed)
     enc = jax.jit(lambda p, x: encode(models.vit, p, x) / scale)
-    bc = jax.jit(lambda p, o, g: models.policy.apply(p, o, g))
+    bc = jax.jit(lambda p, o, g: jnp.clip(models.policy.apply(p, o, g), -1.0, 1.0))
     planner = None if c.variant == "bc" else Planner(models)
     k, h, b = models.frameskip, models.history, c.eval.batch
     model_steps = -(-task.max_steps // k)

@@ -1,12 +1,14 @@
 """Latent Diffusion Planning configuration (Xie et al., 2025, "Latent Diffusion Planning for
 Imitation Learning").
 
-`variant` picks what is trained on which data (the rows of the issue's table):
-  'ldp'               planner on the demonstrations with their actions hidden, inverse-dynamics
-                      model (IDM) on the suboptimal action-labelled data (the paper's point)
-  'ldp_demos'         planner and IDM both on the demonstrations (with actions)
-  'diffusion_policy'  goal-conditioned diffusion policy over action chunks, on the demonstrations
-  'bc'                goal-conditioned behavior cloning (MLP on latents), on the demonstrations
+`variant` picks what is trained on which data (the rows of the issue's table). Of the
+demonstrations only the first `dataset.labelled_demos` episodes keep their actions:
+  'ldp'               planner on all demonstrations with their actions hidden, inverse-dynamics
+                      model (IDM) on the suboptimal data plus the labelled demos (the paper's
+                      point: action-free demos and suboptimal data both help)
+  'ldp_demos'         planner and IDM both on the labelled demonstrations only
+  'diffusion_policy'  goal-conditioned diffusion policy over action chunks, labelled demos
+  'bc'                goal-conditioned behavior cloning (MLP on latents), labelled demos
 `paper` follows the paper's setup where it states it (16-d VAE latents, planning horizon 16,
 DDPM training, replanning after a few actions); `cpu` sizes train here in minutes; `smoke`
 seconds, for tests. The datasets are those of the DINO-WM goal tasks (make_dataset.py
@@ -30,6 +32,8 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c.dataset = ml_collections.ConfigDict()
     c.dataset.demos = "datasets/Wall-v0/scripted.npz"       # demonstrations
     c.dataset.suboptimal = "datasets/Wall-v0/random.npz"    # action-labelled suboptimal data
+    c.dataset.labelled_demos = 0       # demo episodes whose actions are known (0: all); the
+                                       #   planner always sees every demo, without actions
 
     v = c.vae = ml_collections.ConfigDict()
     v.latent_dim = 16                  # paper: 16-d image latents
@@ -69,6 +73,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
 
     if preset == "paper":
         return c
+    c.dataset.labelled_demos = 20      # of 200: few action labels, many action-free demos
     v.steps, v.batch_size, v.lr = 3_000, 64, 1e-3
     p.dim, p.depth, p.heads, p.diffusion_steps = 128, 3, 4, 50
     i.hidden, i.diffusion_steps = (256, 256), 50
@@ -76,6 +81,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     if preset == "cpu":
         return c
     c.dataset.demos = c.dataset.suboptimal = "datasets/smoke_wall.npz"
+    c.dataset.labelled_demos = 2
     v.latent_dim, v.depth, v.steps, v.batch_size = 4, 4, 4, 4
     p.horizon, p.dim, p.depth, p.heads, p.diffusion_steps, p.sample_steps = 4, 16, 1, 2, 4, 2
     i.hidden, i.diffusion_steps, i.sample_steps = (16,), 4, 2

@@ -9,7 +9,8 @@ Stages (checkpointed at the end of each, so a killed run resumes at the next sta
    diffusion policy over the next `execute` actions conditioned on (z_t, z_goal); or BC;
 3. evaluation on the goal tasks' fixed start/goal pairs: every `execute` steps the planner
    samples a latent plan by DDIM, the IDM turns (z_t, z_1), (z_1, z_2), ... into the actions
-   executed until the next plan. Success at the end of the episode (and ever), seconds per plan.
+   executed until the next plan. Success at the end of the episode (and ever), planning seconds
+   per decision and decisions/s.
 """
 import json
 import os
@@ -27,12 +28,12 @@ from jaxwm.data import datasets
 from jaxwm.envs import goal_tasks
 from jaxwm.models import diffusion, vae as vae_lib
 from jaxwm.nn.blocks import MLP
-from jaxwm.runtime import steps as steps_lib
+from jaxwm.runtime import goal_reaching, steps as steps_lib
 from jaxwm.runtime.checkpoint import Checkpointer
 from jaxwm.runtime.logging import RunLogger, save_config, write_json
 from jaxwm.runtime.workdir import check_saved_config, check_values, user_errors
 
-EVAL_FILE = "eval.json"
+EVAL_FILE = goal_reaching.EVAL_FILE
 
 
 def check_config(c: ml_collections.ConfigDict) -> None:
@@ -132,6 +133,11 @@ def sample_batch(models: Models, data: dict, key, size: int, planner_data: bool)
     return out
 
 
+def take_episodes(arrays: dict, count: int) -> dict:
+    """The first `count` streams (columns N) of a dataset's action and is_first."""
+    return {k: arrays[k][:, :count] for k in ("action", "is_first")}
+
+
 def device_data(arrays: dict, z: np.ndarray, span: int) -> dict:
     return {"z": jnp.asarray(z), "actions": jnp.asarray(arrays["action"]),
             "ends": jnp.asarray(datasets.episode_ends(arrays["is_first"])),
@@ -147,6 +153,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         check_config(c)
         demos, subopt = load(c, "demos"), load(c, "suboptimal")
         models = Models(c, demos["action"].shape[-1])
+        if not 0 <= c.dataset.labelled_demos <= demos["action"].shape[1]:
+            raise ValueError(f"dataset.labelled_demos={c.dataset.labelled_demos} must be in "
+                             f"[0, {demos['action'].shape[1]}] (the demo episodes; 0: all)")
         check_saved_config(c, workdir)
     eval_path = os.path.join(workdir, EVAL_FILE)
     if os.path.exists(eval_path):
@@ -201,9 +210,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         normalize = lambda z: (z - mean) / std
         # --- stage 2: planner and IDM / policy -----------------------------------------------
         span = c.planner.horizon if c.variant in ("ldp", "ldp_demos") else models.chunk
-        demo_data = device_data(demos, normalize(z_demos), span)
-        idm_data = (device_data(subopt, normalize(z_subopt), 1) if c.variant == "ldp"
-                    else demo_data)
+        labelled = c.dataset.labelled_demos or demos["action"].shape[1]
+        z_demos = normalize(z_demos)
+        if c.variant == "ldp":   # planner: every demo; IDM: suboptimal + labelled demos
+            demo_data = device_data(demos, z_demos, span)
+            both = {k: np.concatenate([subopt[k], demos[k][:, :labelled]], 1)
+                    for k in ("action", "is_first")}
+            idm_data = device_data(both, np.concatenate(
+                [normalize(z_subopt), z_demos[:, :labelled]], 1), 1)
+        else:
+            demo_data = idm_data = device_data(take_episodes(demos, labelled),
+                                               z_demos[:, :labelled], span)
         params = models.init(k_init)
         opt = optax.adamw(c.train.lr, weight_decay=1e-4)
         state = State(params, opt.init(params))
@@ -304,7 +321,8 @@ def evaluate(models: Models, params, encode, normalize, key) -> dict:
     out = {"success_rate": float(np.concatenate(success).mean()),
            "ever_success_rate": float(np.concatenate(ever).mean()),
            "successes": np.concatenate(success).astype(int).tolist()}
-    if plans:
-        out["seconds_per_plan"] = seconds / plans
+    if plans:   # a decision: one env's plan (or BC action); planned for batched
+        out["plan_seconds_per_decision"] = seconds / (plans * c.eval.batch)
+        out["plan_seconds_per_batch"] = seconds / plans
         out["decisions_per_s"] = plans * c.eval.batch / max(seconds, 1e-9)
     return out

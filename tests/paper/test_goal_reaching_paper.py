@@ -1,0 +1,62 @@
+"""runtime.goal_reaching (the DINO-WM and LDP paper tables) on hand-made eval.json files, and
+the LDP paper script end to end on finished fake runs (--report_only)."""
+import json
+import os
+import subprocess
+import sys
+
+from jaxwm.runtime import goal_reaching
+from jaxwm.runtime.logging import write_json
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def fake_run(workdir, success, ever, plan=None):
+    e = {"success_rate": success, "ever_success_rate": ever, "seconds": 120.0}
+    if plan is not None:
+        e.update(plan_seconds_per_decision=plan, plan_seconds_per_batch=plan * 50)
+    os.makedirs(workdir, exist_ok=True)
+    write_json(os.path.join(workdir, goal_reaching.EVAL_FILE), e)
+
+
+def test_report_exact_iqm_and_paired_differences(tmp_path):
+    # Reference 'a' successes {10, 20, 30}%, 'b' {0, 20, 60}%. With 3 seeds the IQM (25%
+    # trimmed mean, fractional weights at the ends) of {10, 20, 30} is 20 by symmetry;
+    # paired a - b per seed: {+10, 0, -30} -> mean -6.7, a higher in 1 of 3 seeds.
+    rows = {"Wall-v0": {"a": {}, "b": {}}}
+    for seed, (a, b) in enumerate([(0.1, 0.0), (0.2, 0.2), (0.3, 0.6)]):
+        for v, x in (("a", a), ("b", b)):
+            w = str(tmp_path / v / str(seed))
+            fake_run(w, x, x, plan=0.02 if v == "a" else None)
+            rows["Wall-v0"][v][seed] = goal_reaching.run_scores(w)
+    assert rows["Wall-v0"]["a"][0] == {"success": 10.0, "ever": 10.0, "minutes": 2.0,
+                                       "plan_ms": 20.0, "plan_batch_s": 1.0}
+    body, results = goal_reaching.report(rows, {"a": "row A"}, "a", reps=200, goals=50)
+    st = results["Wall-v0"]["iqm"]["success"]
+    assert abs(st["a"]["iqm"] - 20.0) < 1e-9
+    paired = results["Wall-v0"]["paired"]["b"]
+    assert abs(paired["mean"] - (-20.0 / 3)) < 1e-9 and paired["wins"] == 1
+    assert "| row A (n=3) | 20.0" in body and "20.0 (1.00)" in body   # planning ms (batch s)
+    assert "- vs b: -6.7" in body
+
+
+def test_ldp_script_report_only_with_dino_wm_row(tmp_path):
+    out, dwm = tmp_path / "ldp", tmp_path / "dino_wm"
+    for seed in range(3):
+        fake_run(str(out / "Wall-v0" / "ldp" / f"seed_{seed}"), 0.5, 0.6, 0.01)
+        fake_run(str(out / "Wall-v0" / "bc" / f"seed_{seed}"), 0.1, 0.2, 0.001)
+        fake_run(str(dwm / "Wall-v0" / "dino" / f"seed_{seed}"), 0.0, 0.0, 0.3)
+    # A separate process: the script's absl flags would clash with other paper scripts'.
+    subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "paper", "ldp.py"),
+                    "--report_only", "--tasks=Wall-v0", "--variants=ldp,bc,ldp_demos",
+                    f"--out_dir={out}", f"--dino_wm_dir={dwm}", "--reps=100"],
+                   check=True, cwd=ROOT, capture_output=True,
+                   env={**os.environ, "PYTHONPATH": ROOT})
+    table = open(out / "table.md").read()
+    # ldp_demos has no finished run: left out; DINO-WM's three runs make a row.
+    assert "LDP, labelled demos only" not in table
+    assert "| DINO-WM (all data, all actions) (n=3) | 0.0 [0.0, 0.0]" in table
+    assert "- vs goal-conditioned BC: +40.0 [+40.0, +40.0] (3/3)" in table
+    assert os.path.exists(out / "success.png")
+    results = json.load(open(out / "results.json"))
+    assert set(results["rows"]["Wall-v0"]) == {"ldp", "bc", "dino_wm"}
