@@ -1,0 +1,272 @@
+"""JOWA's world-action transformer: one causal transformer for world modelling and action values.
+
+Cheng et al., "Scaling Offline Model-Based RL via Jointly-Optimized World-Action Model
+Pretraining" (ICLR 2025). A frozen VQ tokenizer (`models/vqvae.py`) turns each frame into G
+tokens; a step is G observation tokens followed by one action token, and T steps make a sequence
+of L = T * (G + 1) tokens. Token p = t * (G + 1) + j is o_t^j (j < G) or a_t (j = G). Each token
+is the sum of its token embedding (observation codes and actions have separate tables), a
+learned position embedding and the game's task embedding. A causal transformer (pre-norm blocks,
+attention by `jax.nn.dot_product_attention`) gives hidden states h_p, read by:
+  - the observation head at every p whose next token is an observation token: logits of
+    token p + 1 (o_t^{j+1} from o_t^j; o_{t+1}^0 from a_t);
+  - the reward-sign head (3 classes: -1, 0, +1) and the termination head (2 classes) at a_t;
+  - the Q head(s) at o_t^{G-1}, the last observation token (it has seen o_t, not a_t):
+    C51 distributions (Bellemare et al. 2017) over `num_atoms` atoms on [v_min, v_max] for
+    every action; the 150M model has 3 heads, whose mean expected Q picks actions.
+Losses (`joint_loss`): world model = CE(obs) + CE(reward sign) + CE(termination), weighted 0.1;
+distributional TD with targets from a target network on the same sequence, s_{t+1} = the next
+step's last observation token; CQL(H) (Kumar et al. 2020, eq. 4: logsumexp_a Q(s, a) -
+Q(s, a_data)) on the expected Q, weight 0.1. With
+`q_into_trunk=False` (the paper's ablation) the Q heads read stop_gradient(h).
+
+Generation (imagination for beam search) uses a KV cache: `prefill` runs a prefix once and
+`decode` adds one token at an absolute position, attending to every cached key before it.
+"""
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+REWARD_CLASSES = 3          # sign of the reward: -1, 0, +1 -> classes 0, 1, 2
+
+
+class KVCache(NamedTuple):
+    """Keys and values of every block: k, v [depth, B, L, heads, head_dim]."""
+    k: jax.Array
+    v: jax.Array
+
+
+class CausalBlock(nn.Module):
+    """Pre-norm block: x + attn(LN(x)), then x + MLP(LN(x)) (GELU, width 4 * dim).
+
+    x [B, S, dim] at absolute positions start .. start + S - 1. Without a cache: causal
+    attention within x; returns (x, (k, v)) with k, v [B, S, heads, head_dim]. With a cache
+    (k, v [B, L, heads, head_dim]): x's keys and values are written at `start` and each query
+    attends to the cached positions <= its own; returns the updated cache.
+    """
+    dim: int
+    heads: int
+
+    @nn.compact
+    def __call__(self, x, cache=None, start=0):
+        b, s, _ = x.shape
+        hd = self.dim // self.heads
+        h = nn.LayerNorm(name="norm1")(x)
+        q, k, v = jnp.split(nn.Dense(3 * self.dim, name="qkv")(h).reshape(b, s, 3 * self.heads,
+                                                                            hd), 3, axis=2)
+        if cache is None:
+            out = jax.nn.dot_product_attention(q, k, v, is_causal=True)
+            new = (k, v)
+        else:
+            ck = jax.lax.dynamic_update_slice_in_dim(cache[0], k.astype(cache[0].dtype), start, 1)
+            cv = jax.lax.dynamic_update_slice_in_dim(cache[1], v.astype(cache[1].dtype), start, 1)
+            query_pos = start + jnp.arange(s)
+            mask = jnp.arange(ck.shape[1])[None, :] <= query_pos[:, None]      # [S, L]
+            out = jax.nn.dot_product_attention(q, ck, cv, mask=mask[None, None])
+            new = (ck, cv)
+        x = x + nn.Dense(self.dim, name="proj")(out.reshape(b, s, self.dim))
+        h = nn.LayerNorm(name="norm2")(x)
+        h = nn.Dense(self.dim, name="fc2")(nn.gelu(nn.Dense(4 * self.dim, name="fc1")(h)))
+        return x + h, new
+
+
+class WorldActionTransformer(nn.Module):
+    """See the module docstring. Inputs: obs_tokens int32 [B, T, G] (codes < vocab_size),
+    actions int32 [B, T], task int32 [B]."""
+    vocab_size: int
+    tokens_per_obs: int            # G
+    num_actions: int
+    num_tasks: int
+    max_steps: int                 # T, the context in steps
+    dim: int = 256
+    depth: int = 4
+    heads: int = 4
+    num_atoms: int = 51
+    num_q_heads: int = 1
+    q_into_trunk: bool = True
+
+    @property
+    def max_len(self) -> int:
+        return self.max_steps * (self.tokens_per_obs + 1)
+
+    def setup(self):
+        if self.dim % self.heads:
+            raise ValueError(f"dim={self.dim} must be a multiple of heads={self.heads}")
+        init = nn.initializers.normal(0.02)
+        self.obs_embed = nn.Embed(self.vocab_size, self.dim, embedding_init=init)
+        self.action_embed = nn.Embed(self.num_actions, self.dim, embedding_init=init)
+        self.task_embed = nn.Embed(self.num_tasks, self.dim, embedding_init=init)
+        self.pos_embed = self.param("pos_embed", init, (self.max_len, self.dim))
+        self.blocks = [CausalBlock(self.dim, self.heads, name=f"block_{i}")
+                       for i in range(self.depth)]
+        self.norm = nn.LayerNorm()
+        self.obs_head = nn.Dense(self.vocab_size)
+        self.reward_head = nn.Dense(REWARD_CLASSES)
+        self.done_head = nn.Dense(2)
+        self.q_heads = [nn.Dense(self.num_actions * self.num_atoms, name=f"q_head_{i}")
+                        for i in range(self.num_q_heads)]
+
+    # --- embedding and trunk ---------------------------------------------------------------
+    def is_action_position(self, pos):
+        return pos % (self.tokens_per_obs + 1) == self.tokens_per_obs
+
+    def embed_tokens(self, tokens, pos, task):
+        """tokens int32 [B, S] at absolute positions pos [S] (obs or action by position)."""
+        is_action = self.is_action_position(pos)[None, :]
+        obs = self.obs_embed(jnp.where(is_action, 0, tokens))
+        act = self.action_embed(jnp.where(is_action, tokens, 0))
+        x = jnp.where(is_action[..., None], act, obs)
+        return x + self.pos_embed[pos][None] + self.task_embed(task)[:, None]
+
+    def trunk(self, obs_tokens, actions, task):
+        """Hidden states [B, L, dim] of a full sequence (no cache)."""
+        tokens = interleave(obs_tokens, actions)
+        x = self.embed_tokens(tokens, jnp.arange(tokens.shape[1]), task)
+        for block in self.blocks:
+            x, _ = block(x)
+        return self.norm(x)
+
+    # --- heads ---------------------------------------------------------------------------
+    def q_logits(self, h):
+        """h [..., dim] -> C51 logits [..., num_q_heads, A, atoms]."""
+        if not self.q_into_trunk:
+            h = jax.lax.stop_gradient(h)
+        out = jnp.stack([head(h) for head in self.q_heads], -2)
+        return out.reshape(*h.shape[:-1], self.num_q_heads, self.num_actions, self.num_atoms)
+
+    def heads_of(self, h):
+        """Every head on hidden states [..., dim] (what each position uses is the caller's)."""
+        return {"obs": self.obs_head(h), "reward": self.reward_head(h),
+                "done": self.done_head(h), "q": self.q_logits(h)}
+
+    def __call__(self, obs_tokens, actions, task):
+        """Training outputs of a sequence: 'obs' logits [B, L, vocab] (at p: token p + 1),
+        'reward' [B, T, 3] and 'done' [B, T, 2] at the action tokens, 'q' logits
+        [B, T, heads, A, atoms] at the last observation token of every step."""
+        h = self.trunk(obs_tokens, actions, task)
+        b, t, g = obs_tokens.shape
+        steps = h.reshape(b, t, g + 1, self.dim)
+        at_action, at_last_obs = steps[:, :, g], steps[:, :, g - 1]
+        return {"obs": self.obs_head(h), "reward": self.reward_head(at_action),
+                "done": self.done_head(at_action), "q": self.q_logits(at_last_obs)}
+
+    # --- cached generation -----------------------------------------------------------------
+    def init_cache(self, batch: int, dtype=jnp.float32) -> KVCache:
+        shape = (self.depth, batch, self.max_len, self.heads, self.dim // self.heads)
+        return KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+
+    def run_cached(self, tokens, start, task, cache: KVCache):
+        """tokens [B, S] at positions start .. start + S - 1 through every block with the
+        cache -> (normalized hidden [B, S, dim], cache)."""
+        pos = start + jnp.arange(tokens.shape[1])
+        x = self.embed_tokens(tokens, pos, task)
+        ks, vs = [], []
+        for i, block in enumerate(self.blocks):
+            x, (k, v) = block(x, (cache.k[i], cache.v[i]), start)
+            ks.append(k)
+            vs.append(v)
+        return self.norm(x), KVCache(jnp.stack(ks), jnp.stack(vs))
+
+
+def interleave(obs_tokens, actions):
+    """[B, T, G] and [B, T] -> the flat sequence [B, T * (G + 1)]."""
+    b = obs_tokens.shape[0]
+    return jnp.concatenate([obs_tokens, actions[..., None]], -1).reshape(b, -1)
+
+
+def expected_q(logits, support):
+    """C51 logits [..., A, atoms] -> expected values [..., A]."""
+    return jnp.sum(jax.nn.softmax(logits, -1) * support, -1)
+
+
+def support_of(num_atoms: int, v_min: float, v_max: float) -> jax.Array:
+    return jnp.linspace(v_min, v_max, num_atoms)
+
+
+def c51_project(next_probs, reward, discount, support):
+    """Categorical projection of Bellemare et al. (2017), Alg. 1: the distribution of
+    r + discount * Z (Z ~ next_probs [..., atoms] on `support`) onto `support`, each atom's
+    mass split between its two neighbours by distance (clipped to [v_min, v_max]).
+    reward, discount [...] -> target probabilities [..., atoms]."""
+    v_min, v_max = support[0], support[-1]
+    delta = (v_max - v_min) / (support.shape[0] - 1)
+    tz = jnp.clip(reward[..., None] + discount[..., None] * support, v_min, v_max)
+    b = (tz - v_min) / delta                                   # fractional atom index
+    lower, upper = jnp.floor(b), jnp.ceil(b)
+    # When b is an integer both neighbours are the same atom: it gets the whole mass.
+    w_lower = jnp.where(upper == lower, 1.0, upper - b)
+    w_upper = b - lower
+    atoms = jnp.arange(support.shape[0])
+    onto = (next_probs[..., None] * (
+        w_lower[..., None] * (lower[..., None] == atoms)
+        + w_upper[..., None] * (upper[..., None] == atoms)))   # [..., atoms (from), atoms (to)]
+    return onto.sum(-2)
+
+
+def cql_gap(q_values, actions):
+    """CQL(H) for discrete actions (Kumar et al. 2020, eq. 4), per state:
+    logsumexp_a Q(s, a) - Q(s, a_data). q_values [..., A], actions int [...] -> [...]."""
+    data_q = jnp.take_along_axis(q_values, actions[..., None], -1)[..., 0]
+    return jax.nn.logsumexp(q_values, -1) - data_q
+
+
+def reward_class(reward):
+    """Reward -> its sign class (0: negative, 1: zero, 2: positive)."""
+    return (jnp.sign(reward) + 1).astype(jnp.int32)
+
+
+def joint_loss(model: WorldActionTransformer, params, target_params, batch, *, support,
+               gamma: float, wm_weight: float = 0.1, cql_weight: float = 0.1):
+    """The JOWA objective on a batch of windows: obs_tokens [B, T, G], actions [B, T],
+    rewards [B, T] (r_t, received after a_t), dones [B, T] (terminal after a_t), task [B],
+    mask [B, T] (1 for steps of the window's first episode; a window never continues into
+    another episode). Returns (loss, metrics).
+
+    TD targets use step t + 1 of the same window: steps with dones[t] bootstrap nothing, steps
+    whose successor is masked (an episode truncated by a time limit, or the window's end) are
+    left out of the TD loss.
+    """
+    obs, act = batch["obs_tokens"], batch["actions"]
+    mask, dones = batch["mask"].astype(jnp.float32), batch["dones"].astype(jnp.float32)
+    b, t, g = obs.shape
+    length = t * (g + 1)
+    out = model.apply(params, obs, act, batch["task"])
+    # World model: position p predicts token p + 1 when that is an observation token of a
+    # valid step.
+    tokens = interleave(obs, act)
+    pos = jnp.arange(length - 1)
+    next_is_obs = (pos + 1) % (g + 1) != g
+    weight = next_is_obs[None] * mask[:, (pos + 1) // (g + 1)]              # [B, L - 1]
+    log_probs = jax.nn.log_softmax(out["obs"][:, :-1])
+    obs_ce = -jnp.take_along_axis(log_probs, tokens[:, 1:, None], -1)[..., 0]
+    obs_loss = jnp.sum(obs_ce * weight) / jnp.maximum(weight.sum(), 1.0)
+    denom = jnp.maximum(mask.sum(), 1.0)
+
+    def masked_ce(logits, labels):
+        ce = -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[..., None], -1)[..., 0]
+        return jnp.sum(ce * mask) / denom
+    reward_loss = masked_ce(out["reward"], reward_class(batch["rewards"]))
+    done_loss = masked_ce(out["done"], batch["dones"].astype(jnp.int32))
+    wm_loss = obs_loss + reward_loss + done_loss
+    # Distributional TD (C51) with the target network's greedy action at s_{t+1}.
+    next_logits = jax.lax.stop_gradient(
+        model.apply(target_params, obs, act, batch["task"])["q"][:, 1:])  # [B, T-1, H, A, N]
+    best = jnp.argmax(expected_q(next_logits, support).mean(-2), -1)      # [B, T-1]
+    next_probs = jax.nn.softmax(next_logits, -1).mean(-3)                 # heads averaged
+    next_probs = jnp.take_along_axis(next_probs, best[..., None, None], -2)[..., 0, :]
+    target = c51_project(next_probs, batch["rewards"][:, :-1], gamma * (1.0 - dones[:, :-1]),
+                         support)                                         # [B, T-1, N]
+    taken = jnp.take_along_axis(out["q"][:, :-1], act[:, :-1, None, None, None], -2)[..., 0, :]
+    td_ce = -jnp.sum(target[:, :, None] * jax.nn.log_softmax(taken), -1).mean(-1)
+    td_mask = mask[:, :-1] * jnp.maximum(dones[:, :-1], mask[:, 1:])
+    td_loss = jnp.sum(td_ce * td_mask) / jnp.maximum(td_mask.sum(), 1.0)
+    # CQL(H) on the expected Q of every head, over the valid steps.
+    q = expected_q(out["q"], support)                                     # [B, T, H, A]
+    cql = jnp.sum(cql_gap(q, act[:, :, None]).mean(-1) * mask) / denom
+    loss = wm_weight * wm_loss + td_loss + cql_weight * cql
+    metrics = {"loss": loss, "obs_loss": obs_loss, "reward_loss": reward_loss,
+               "done_loss": done_loss, "td_loss": td_loss, "cql": cql,
+               "q_data": jnp.sum(jnp.take_along_axis(q.mean(-2), act[..., None], -1)[..., 0]
+                                 * mask) / denom}
+    return loss, metrics
