@@ -74,7 +74,8 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     if preset == "paper":
         return c
     c.dataset.labelled_demos = 20      # of 200: few action labels, many action-free demos
-    v.steps, v.batch_size, v.lr = 3_000, 64, 1e-3
+    # depth 16 at batch 32: 0.14 s per VAE step here vs 1.27 s at depth 32, batch 64 (loaded).
+    v.depth, v.steps, v.batch_size, v.lr = 16, 1_500, 32, 1e-3
     p.dim, p.depth, p.heads, p.diffusion_steps = 128, 3, 4, 50
     i.hidden, i.diffusion_steps = (256, 256), 50
     t.steps, t.batch_size, t.lr, t.execute, t.log_every = 4_000, 128, 1e-3, 4, 500
