@@ -11,6 +11,13 @@ Goal-reaching pixel datasets (DINO-WM), no agent involved:
 writes <out_dir or datasets/<task>>/<kind>.npz for each of --goal_kinds (random, scripted):
 --goal_episodes episodes of --goal_length steps with images (jaxwm.envs.goal_tasks.collect),
 and <out_dir>/summary.json; the TD-MPC flags are then ignored.
+
+Mixed-quality MinAtar datasets for JOWA (PPO snapshots + random, jaxwm.agents.jowa.data):
+  python experiments/make_dataset.py --jowa_games=MinAtar-Breakout-v0,MinAtar-Freeway-v0
+trains PPO on each game for --jowa_env_steps env steps (seed --seed, +1 for the next game),
+writes <out_dir or datasets/jowa>/<game>/mixed.npz (--jowa_steps_per_policy rows per snapshot
+policy and per random policy) and merges the games into <out_dir>/summary.json (reference
+returns of random and of the final agent); the TD-MPC flags are then ignored.
 """
 import json
 import os
@@ -19,6 +26,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+from jaxwm.agents.jowa import data as jowa_data
 from jaxwm.agents.tdmpc.config import PRESETS
 from jaxwm.agents.tdmpc.offline_data import KINDS, make_datasets
 from jaxwm.envs import goal_tasks
@@ -42,7 +50,14 @@ flags.DEFINE_list("goal_kinds", list(goal_tasks.KINDS),
                   f"with --goal_task: datasets to write, among {list(goal_tasks.KINDS)}")
 flags.DEFINE_integer("goal_episodes", 200, "with --goal_task: episodes per dataset")
 flags.DEFINE_integer("goal_length", 50, "with --goal_task: steps (rows) per episode")
-flags.DEFINE_integer("seed", 0, "with --goal_task: seed of the first dataset (the next: +1, ...)")
+flags.DEFINE_integer("seed", 0, "with --goal_task / --jowa_games: seed of the first dataset "
+                     "(the next: +1, ...)")
+flags.DEFINE_list("jowa_games", [], f"MinAtar games, among {list(jowa_data.GAMES)}: write their "
+                  "JOWA mixed datasets (PPO snapshots + random) instead of TD-MPC's")
+flags.DEFINE_integer("jowa_env_steps", jowa_data.ENV_STEPS,
+                     "with --jowa_games: PPO env steps per game")
+flags.DEFINE_integer("jowa_steps_per_policy", jowa_data.STEPS_PER_POLICY,
+                     "with --jowa_games: dataset rows per snapshot policy and of random")
 
 
 def write_goal_datasets(f) -> tuple[str, dict]:
@@ -56,11 +71,23 @@ def write_goal_datasets(f) -> tuple[str, dict]:
     return out_dir, written
 
 
+def write_jowa_datasets(f) -> dict:
+    """The --jowa_games mode: {game: summary} (also in <out_dir>/summary.json)."""
+    try:
+        return jowa_data.write_datasets(f.jowa_games, f.out_dir or jowa_data.OUT_DIR,
+                                        f.jowa_env_steps, f.jowa_steps_per_policy, f.seed)
+    except ValueError as e:
+        cli.exit_user_error(UserError(str(e)))
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     quiet_libraries()
     f = flags.FLAGS
+    if f.jowa_games:
+        print(json.dumps(write_jowa_datasets(f), indent=2))
+        return
     if f.goal_task:
         out_dir, written = write_goal_datasets(f)
         with open(os.path.join(out_dir, "summary.json"), "w") as fh:

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 REWARD_CLASSES = 3          # sign of the reward: -1, 0, +1 -> classes 0, 1, 2
+VALUE_LOSSES = ("c51", "mse", "bc")
 
 
 class KVCache(NamedTuple):
@@ -180,6 +181,12 @@ def expected_q(logits, support):
     return jnp.sum(jax.nn.softmax(logits, -1) * support, -1)
 
 
+def action_values(logits, support, value_loss: str = "c51"):
+    """Q-head logits [..., A, atoms] -> action values [..., A]: the C51 expectation, or the
+    single atom itself ('mse', 'bc': num_atoms = 1)."""
+    return expected_q(logits, support) if value_loss == "c51" else logits[..., 0]
+
+
 def support_of(num_atoms: int, v_min: float, v_max: float) -> jax.Array:
     return jnp.linspace(v_min, v_max, num_atoms)
 
@@ -217,7 +224,8 @@ def reward_class(reward):
 
 
 def joint_loss(model: WorldActionTransformer, params, target_params, batch, *, support,
-               gamma: float, wm_weight: float = 0.1, cql_weight: float = 0.1):
+               gamma: float, wm_weight: float = 0.1, cql_weight: float = 0.1,
+               value_loss: str = "c51"):
     """The JOWA objective on a batch of windows: obs_tokens [B, T, G], actions [B, T],
     rewards [B, T] (r_t, received after a_t), dones [B, T] (terminal after a_t), task [B],
     mask [B, T] (1 for steps of the window's first episode; a window never continues into
@@ -225,8 +233,13 @@ def joint_loss(model: WorldActionTransformer, params, target_params, batch, *, s
 
     TD targets use step t + 1 of the same window: steps with dones[t] bootstrap nothing, steps
     whose successor is masked (an episode truncated by a time limit, or the window's end) are
-    left out of the TD loss.
+    left out of the TD loss. `value_loss`: 'c51' (the paper), 'mse' (the ablation: one atom
+    per action read as a scalar Q, squared TD error against the target network's greedy
+    value) or 'bc' (one atom per action read as policy logits, cross-entropy on a_t; the
+    behavior-cloning baseline on the same trunk).
     """
+    if value_loss not in VALUE_LOSSES:
+        raise ValueError(f"value_loss={value_loss!r} is not one of {VALUE_LOSSES}")
     obs, act = batch["obs_tokens"], batch["actions"]
     mask, dones = batch["mask"].astype(jnp.float32), batch["dones"].astype(jnp.float32)
     b, t, g = obs.shape
@@ -249,24 +262,36 @@ def joint_loss(model: WorldActionTransformer, params, target_params, batch, *, s
     reward_loss = masked_ce(out["reward"], reward_class(batch["rewards"]))
     done_loss = masked_ce(out["done"], batch["dones"].astype(jnp.int32))
     wm_loss = obs_loss + reward_loss + done_loss
-    # Distributional TD (C51) with the target network's greedy action at s_{t+1}.
-    next_logits = jax.lax.stop_gradient(
-        model.apply(target_params, obs, act, batch["task"])["q"][:, 1:])  # [B, T-1, H, A, N]
-    best = jnp.argmax(expected_q(next_logits, support).mean(-2), -1)      # [B, T-1]
-    next_probs = jax.nn.softmax(next_logits, -1).mean(-3)                 # heads averaged
-    next_probs = jnp.take_along_axis(next_probs, best[..., None, None], -2)[..., 0, :]
-    target = c51_project(next_probs, batch["rewards"][:, :-1], gamma * (1.0 - dones[:, :-1]),
-                         support)                                         # [B, T-1, N]
-    taken = jnp.take_along_axis(out["q"][:, :-1], act[:, :-1, None, None, None], -2)[..., 0, :]
-    td_ce = -jnp.sum(target[:, :, None] * jax.nn.log_softmax(taken), -1).mean(-1)
-    td_mask = mask[:, :-1] * jnp.maximum(dones[:, :-1], mask[:, 1:])
-    td_loss = jnp.sum(td_ce * td_mask) / jnp.maximum(td_mask.sum(), 1.0)
-    # CQL(H) on the expected Q of every head, over the valid steps.
-    q = expected_q(out["q"], support)                                     # [B, T, H, A]
+    if value_loss == "bc":   # the Q head's single atom as action logits: cross-entropy on a_t
+        logits = out["q"][..., 0].mean(-2)                                # [B, T, A]
+        td_loss = masked_ce(logits, act)
+        q = logits[:, :, None]
+    else:
+        next_q_logits = jax.lax.stop_gradient(
+            model.apply(target_params, obs, act, batch["task"])["q"][:, 1:])  # [B,T-1,H,A,N]
+        q = action_values(out["q"], support, value_loss)                  # [B, T, H, A]
+        next_q = action_values(next_q_logits, support, value_loss)
+        best = jnp.argmax(next_q.mean(-2), -1)                            # [B, T-1]
+        discount = gamma * (1.0 - dones[:, :-1])
+        taken_q = jnp.take_along_axis(q[:, :-1], act[:, :-1, None, None], -1)[..., 0]
+        if value_loss == "c51":   # distributional TD, the target network's greedy action
+            next_probs = jax.nn.softmax(next_q_logits, -1).mean(-3)       # heads averaged
+            next_probs = jnp.take_along_axis(next_probs, best[..., None, None], -2)[..., 0, :]
+            target = c51_project(next_probs, batch["rewards"][:, :-1], discount, support)
+            taken = jnp.take_along_axis(out["q"][:, :-1], act[:, :-1, None, None, None],
+                                        -2)[..., 0, :]
+            td = -jnp.sum(target[:, :, None] * jax.nn.log_softmax(taken), -1).mean(-1)
+        else:                     # 'mse': scalar Q, squared TD error
+            next_v = jnp.take_along_axis(next_q.mean(-2), best[..., None], -1)[..., 0]
+            target = batch["rewards"][:, :-1] + discount * next_v
+            td = jnp.mean(jnp.square(taken_q - target[..., None]), -1)
+        td_mask = mask[:, :-1] * jnp.maximum(dones[:, :-1], mask[:, 1:])
+        td_loss = jnp.sum(td * td_mask) / jnp.maximum(td_mask.sum(), 1.0)
+    # CQL(H) on the Q values of every head, over the valid steps.
     cql = jnp.sum(cql_gap(q, act[:, :, None]).mean(-1) * mask) / denom
     loss = wm_weight * wm_loss + td_loss + cql_weight * cql
     metrics = {"loss": loss, "obs_loss": obs_loss, "reward_loss": reward_loss,
-               "done_loss": done_loss, "td_loss": td_loss, "cql": cql,
+               "done_loss": done_loss, "value_loss": td_loss, "cql": cql,
                "q_data": jnp.sum(jnp.take_along_axis(q.mean(-2), act[..., None], -1)[..., 0]
                                  * mask) / denom}
     return loss, metrics

@@ -53,10 +53,11 @@ FLOAT_RANGES = {
     "return_norm_decay": (0.0, 1.0), "norm_decay": (0.0, 1.0), "actor_grad_mix": (0.0, 1.0),
     "scale_tau": (0.0, 1.0), "diversity_scale": (0.0, 1.0), "beta": (0.0, 1.0),
     "gae_lambda": (0.0, 1.0), "epsilon_start": (0.0, 1.0), "epsilon_end": (0.0, 1.0),
+    "epsilon": (0.0, 1.0),
 }
 POSITIVE_FLOATS = re.compile(r"^(lr|.*_lr|eps|opt_eps|clip|grad_clip|.*_std|min_std|max_std|"
                              r"temperature|bin_range|policy_std|awr_scale)$")
-ANY_SIGN = re.compile(r"^(log_std_min|log_std_max)$")
+ANY_SIGN = re.compile(r"^(log_std_min|log_std_max|v_min|v_max)$")
 
 
 def _leaves(config: Mapping, prefix: str = "") -> Iterable:
