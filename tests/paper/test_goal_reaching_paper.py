@@ -60,3 +60,4 @@ def test_ldp_script_report_only_with_dino_wm_row(tmp_path):
     assert os.path.exists(out / "success.png")
     results = json.load(open(out / "results.json"))
     assert set(results["rows"]["Wall-v0"]) == {"ldp", "bc", "dino_wm"}
+

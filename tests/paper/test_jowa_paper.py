@@ -1,0 +1,37 @@
+"""experiments/paper/jowa.py end to end on finished fake runs (--report_only): exact IQMs and
+paired differences of hand-made scores."""
+import os
+import subprocess
+import sys
+
+from jaxwm.runtime.logging import write_json
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def fake_jowa_run(workdir, greedy, beam, finetuned, scratch):
+    games = {g: {"random": 0.0, "agent": 10.0, "greedy": 10 * greedy,
+                 "greedy_normalized": greedy, "beam": 10 * beam, "beam_normalized": beam}
+             for g in ("MinAtar-Breakout-v0", "MinAtar-Freeway-v0")}
+    os.makedirs(workdir, exist_ok=True)
+    write_json(os.path.join(workdir, "eval.json"), {
+        "games": games, "greedy_normalized_mean": greedy, "beam_normalized_mean": beam,
+        "fewshot": {"finetuned_normalized": finetuned, "scratch_normalized": scratch}})
+
+
+def test_jowa_script_report_only(tmp_path):
+    # jowa@small greedy {0.2, 0.4, 0.6}, beam = greedy + 0.1; bc@small greedy 0.1 each seed.
+    # Paired beam - greedy: +0.10 in 3/3 seeds; jowa - bc: {0.1, 0.3, 0.5} -> mean +0.30.
+    out = tmp_path / "jowa"
+    for seed, g in enumerate((0.2, 0.4, 0.6)):
+        fake_jowa_run(str(out / "jowa_small" / f"seed_{seed}"), g, g + 0.1, 0.5, 0.2)
+        fake_jowa_run(str(out / "bc_small" / f"seed_{seed}"), 0.1, 0.1, 0.3, 0.3)
+    subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "paper", "jowa.py"),
+                    "--report_only", "--rows=jowa@small,bc@small", f"--out_dir={out}",
+                    "--reps=100"], check=True, cwd=ROOT, capture_output=True,
+                   env={**os.environ, "PYTHONPATH": ROOT})
+    table = open(out / "table.md").read()
+    assert "| jowa@small (3) | 0.40 [0.20, 0.60] | 0.50 [0.30, 0.70] | +0.10 [+0.10, +0.10] " \
+           "(3/3) | 0.50 [0.50, 0.50] | 0.20 [0.20, 0.20] | +0.30 [+0.30, +0.30] (3/3) |" in table
+    assert "- vs bc@small: +0.30" in table
+    assert os.path.exists(out / "scores.png")
