@@ -6,7 +6,9 @@ frames takes 2.0 s per step inside a scan and 0.08 s as a jitted step alone, wit
 lowering of `jaxwm.nn.conv`; forward convolutions and matmuls are unaffected (JAX issue #12868:
 convolutions in loop bodies are not given the layout of the fast Eigen kernels). So on the CPU
 backend, models with convolutions take their steps in a host loop (one dispatch per step,
-~0.1 ms); on GPU/TPU one scan per call saves the dispatches.
+~0.1 ms); on GPU/TPU one scan per call saves the dispatches. (`jaxwm.utils.scan_gradient_steps`
+is the in-program alternative for a few steps per call: it traces them straight-line, which
+compiles one copy per step.)
 """
 from typing import Callable
 

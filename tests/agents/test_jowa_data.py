@@ -112,6 +112,7 @@ def test_write_datasets_round_trip(tmp_path, collected):
         assert json.load(fh) == {'MinAtar-Freeway-v0': {'steps': 1}, GAME: entry}
 
 
+@pytest.mark.slow
 def test_ppo_improves_breakout():
     """~60k env steps of a small PPO lift Breakout's return clearly above its start and the
     final snapshot beats random (measured over seeds 0-4: 0.7-0.9 in the first chunk, 3.1-3.5 in

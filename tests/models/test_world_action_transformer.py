@@ -109,6 +109,7 @@ def test_q_loss_reaches_the_trunk_only_when_switched_on(into_trunk):
     assert (trunk > 0) == into_trunk
 
 
+@pytest.mark.slow
 def test_learns_a_toy_world():
     # A deterministic toy world: o_t^j = (c + j + a_0 + ... + a_{t-1}) mod K for a random c,
     # the reward is +1 when action 1 is taken, else 0. Every predicted token is determined by
