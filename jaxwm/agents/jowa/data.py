@@ -52,9 +52,9 @@ ENV_STEPS = 2_500_000   # per game (20 chunks of 15 iterations: 2,457,600), ~2-3
 STEPS_PER_POLICY = 25_000             # rows per source (4 snapshots + random: 125k per game)
 NUM_STREAMS = 8                       # 3125 rows a stream: a whole Freeway episode (2501 rows)
 EPSILON = 0.05
-HIDDEN, ACT = (128, 128), 'relu'      # MLP torsos of the policy and value on the flat grid
+HIDDEN, ACT = (128, 128), "relu"      # MLP torsos of the policy and value on the flat grid
 CHUNKS = 20                           # points of the learning curve
-OUT_DIR = 'datasets/jowa'
+OUT_DIR = "datasets/jowa"
 
 
 class PPOConfig(NamedTuple):
@@ -103,13 +103,13 @@ class Trained(NamedTuple):
 def check_game(game: str) -> str:
     """`game` if it is a MinAtar game, else ValueError naming the field and the allowed games."""
     if game not in minatar.NAMES:
-        raise ValueError(f'game={game!r} is not one of {list(GAMES)}')
+        raise ValueError(f"game={game!r} is not one of {list(GAMES)}")
     return game
 
 
 def _check_int(name: str, value, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f'{name}={value!r} must be an int >= {low}')
+        raise ValueError(f"{name}={value!r} must be an int >= {low}")
     return int(value)
 
 
@@ -119,14 +119,14 @@ def _fractions(snapshots) -> tuple:
     except (TypeError, ValueError):
         fractions = ()
     if not fractions or any(not 0.0 <= f <= 1.0 for f in fractions):
-        raise ValueError(f'snapshots={snapshots!r} must be fractions of training in [0, 1]')
+        raise ValueError(f"snapshots={snapshots!r} must be fractions of training in [0, 1]")
     return fractions
 
 
 def _check_epsilon(epsilon) -> float:
     if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or \
             not 0.0 <= epsilon <= 1.0:
-        raise ValueError(f'epsilon={epsilon!r} must be a probability in [0, 1]')
+        raise ValueError(f"epsilon={epsilon!r} must be a probability in [0, 1]")
     return float(epsilon)
 
 
@@ -134,13 +134,13 @@ def ppo_config(**overrides) -> PPOConfig:
     """`PPOConfig` with `overrides`; ValueError naming an unknown field or a bad size."""
     unknown = sorted(set(overrides) - set(PPOConfig._fields))
     if unknown:
-        raise ValueError(f'unknown PPO field(s) {unknown}; allowed: {list(PPOConfig._fields)}')
-    cfg = PPOConfig(**{**overrides, 'hidden': tuple(overrides.get('hidden', HIDDEN))})
-    for name in ('num_envs', 'rollout', 'epochs', 'minibatches'):
+        raise ValueError(f"unknown PPO field(s) {unknown}; allowed: {list(PPOConfig._fields)}")
+    cfg = PPOConfig(**{**overrides, "hidden": tuple(overrides.get("hidden", HIDDEN))})
+    for name in ("num_envs", "rollout", "epochs", "minibatches"):
         _check_int(name, getattr(cfg, name), 1)
     if (cfg.num_envs * cfg.rollout) % cfg.minibatches:
-        raise ValueError(f'minibatches={cfg.minibatches} must divide num_envs * rollout = '
-                         f'{cfg.num_envs * cfg.rollout}')
+        raise ValueError(f"minibatches={cfg.minibatches} must divide num_envs * rollout = "
+                         f"{cfg.num_envs * cfg.rollout}")
     return cfg
 
 
@@ -195,7 +195,7 @@ def _update(net, tx, cfg: PPOConfig, policy: TrainState, batch: dict, key) -> tu
 
         def minibatch(policy, mb):
             def loss_fn(params):
-                logits, values = net.apply(params, mb['obs'])
+                logits, values = net.apply(params, mb["obs"])
                 return model_free.ppo_loss(logits, values, mb, cfg.clip, cfg.value_coef,
                                            cfg.entropy_coef)
             (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(policy.params)
@@ -212,21 +212,21 @@ def _iteration(net, tx, cfg: PPOConfig, core, env_cfg, state: PPOState, _=None) 
     key, k_roll, k_ppo = jax.random.split(state.key, 3)
     state, tr = _rollout(net, cfg, core, env_cfg, state, k_roll)
     _, last_value = net.apply(state.policy.params, state.obs)
-    values = jnp.concatenate([tr['value'], last_value[None]])
-    discounts = cfg.gamma * (1.0 - tr['done'])
+    values = jnp.concatenate([tr["value"], last_value[None]])
+    discounts = cfg.gamma * (1.0 - tr["done"])
     advantage, target = jax.vmap(model_free.gae, (1, 1, 1, None), 1)(
-        tr['reward'], discounts, values, cfg.gae_lambda)
+        tr["reward"], discounts, values, cfg.gae_lambda)
     flat = lambda x: x.reshape((-1,) + x.shape[2:])  # noqa: E731
-    batch = dict(obs=flat(tr['obs']), action=flat(tr['action']), logp=flat(tr['logp']),
+    batch = dict(obs=flat(tr["obs"]), action=flat(tr["action"]), logp=flat(tr["logp"]),
                  advantage=flat(advantage), target=flat(target))
     policy, metrics = _update(net, tx, cfg, state.policy, batch, k_ppo)
-    ended = tr['done'].astype(jnp.float32)
-    metrics = dict(episodes=ended.sum(), return_sum=(tr['ended_return'] * ended).sum(),
-                   entropy=metrics['entropy'])
+    ended = tr["done"].astype(jnp.float32)
+    metrics = dict(episodes=ended.sum(), return_sum=(tr["ended_return"] * ended).sum(),
+                   entropy=metrics["entropy"])
     return state.replace(policy=policy, key=key), metrics
 
 
-@functools.partial(jax.jit, static_argnames=('game', 'cfg', 'iterations'))
+@functools.partial(jax.jit, static_argnames=("game", "cfg", "iterations"))
 def _init(key, *, game: str, cfg: PPOConfig, iterations: int) -> PPOState:
     core, env_cfg, _ = env_core(game)
     k_net, k_env, key = jax.random.split(key, 3)
@@ -236,7 +236,7 @@ def _init(key, *, game: str, cfg: PPOConfig, iterations: int) -> PPOState:
                     obs=obs, ep_return=jnp.zeros(cfg.num_envs), key=key)
 
 
-@functools.partial(jax.jit, static_argnames=('game', 'cfg', 'iterations', 'length'))
+@functools.partial(jax.jit, static_argnames=("game", "cfg", "iterations", "length"))
 def _chunk(state: PPOState, *, game: str, cfg: PPOConfig, iterations: int, length: int) -> tuple:
     """`length` iterations of a run of `iterations` (the lr schedule's length): (state, metrics
     stacked [length])."""
@@ -255,8 +255,8 @@ def train_ppo(game: str, env_steps: int = ENV_STEPS, seed: int = 0, num_envs: in
     learning curve. ValueError naming a bad game, size or fraction."""
     check_game(game)
     cfg = ppo_config(num_envs=num_envs, **overrides)
-    _check_int('env_steps', env_steps, 1)
-    _check_int('chunks', chunks, 1)
+    _check_int("env_steps", env_steps, 1)
+    _check_int("chunks", chunks, 1)
     fractions = _fractions(snapshots)
     per_iteration = cfg.num_envs * cfg.rollout
     iterations = max(1, env_steps // per_iteration)
@@ -274,11 +274,11 @@ def train_ppo(game: str, env_steps: int = ENV_STEPS, seed: int = 0, num_envs: in
     for c in range(1, chunks + 1):
         state, metrics = run_chunk(state)
         metrics = jax.device_get(metrics)
-        episodes = float(metrics['episodes'].sum())
-        curve.append({'env_steps': c * per_chunk * per_iteration, 'episodes': int(episodes),
-                      'return': (float(metrics['return_sum'].sum()) / episodes
+        episodes = float(metrics["episodes"].sum())
+        curve.append({"env_steps": c * per_chunk * per_iteration, "episodes": int(episodes),
+                      "return": (float(metrics["return_sum"].sum()) / episodes
                                  if episodes else None),
-                      'entropy': round(float(metrics['entropy'].mean()), 4)})
+                      "entropy": round(float(metrics["entropy"].mean()), 4)})
         if c in at_chunk:
             kept[c] = jax.device_get(state.policy.params)
     seconds = time.perf_counter() - start
@@ -290,7 +290,7 @@ def train_ppo(game: str, env_steps: int = ENV_STEPS, seed: int = 0, num_envs: in
 
 
 # ------------------------------------------------------------------------------------- collect
-@functools.partial(jax.jit, static_argnames=('game', 'rows', 'streams', 'hidden', 'act'))
+@functools.partial(jax.jit, static_argnames=("game", "rows", "streams", "hidden", "act"))
 def _stream(params, epsilon, key, *, game: str, rows: int, streams: int, hidden: tuple,
             act: str) -> dict:
     """`rows` rows of `streams` envs of `game` (Dreamer autoreset) with the epsilon-greedy
@@ -304,15 +304,15 @@ def _stream(params, epsilon, key, *, game: str, rows: int, streams: int, hidden:
     def env_step(carry, key):
         state, out = carry
         k_pol, k_eps, k_rand, k_env = jax.random.split(key, 4)
-        logits, _ = net.apply(params, out['vector'])
+        logits, _ = net.apply(params, out["vector"])
         sampled = distrax.Categorical(logits=logits).sample(seed=k_pol)
         explore = jax.random.bernoulli(k_eps, epsilon, (streams,))
         action = jnp.where(explore, jax.random.randint(k_rand, (streams,), 0, NUM_ACTIONS),
                            sampled)
-        row = dict(vector=out['vector'], action=jax.nn.one_hot(action, NUM_ACTIONS),
-                   reward=out['reward'].astype(jnp.float32), is_first=out['is_first'],
-                   is_last=out['is_last'], is_terminal=out['is_terminal'], score=out['score'])
-        state, out = jax_native.protocol_step(core, env_cfg, state, action, out['is_last'], k_env)
+        row = dict(vector=out["vector"], action=jax.nn.one_hot(action, NUM_ACTIONS),
+                   reward=out["reward"].astype(jnp.float32), is_first=out["is_first"],
+                   is_last=out["is_last"], is_terminal=out["is_terminal"], score=out["score"])
+        state, out = jax_native.protocol_step(core, env_cfg, state, action, out["is_last"], k_env)
         return (state, out), row
 
     _, rows_out = jax.lax.scan(env_step, (state, out), jax.random.split(k_roll, rows))
@@ -321,7 +321,7 @@ def _stream(params, epsilon, key, *, game: str, rows: int, streams: int, hidden:
 
 def _returns(part: dict) -> np.ndarray:
     """Returns of the episodes completed in a stream part: the 'score' info of its is_last rows."""
-    return part['score'][part['is_last']].astype(np.float64)
+    return part["score"][part["is_last"]].astype(np.float64)
 
 
 def collect(game: str, params_list: list, steps_per_policy: int = STEPS_PER_POLICY,
@@ -338,29 +338,29 @@ def collect(game: str, params_list: list, steps_per_policy: int = STEPS_PER_POLI
     completed in a source (None if none did) and the agent is the last of `params_list`."""
     check_game(game)
     if not params_list:
-        raise ValueError('params_list must hold at least one policy')
-    labels = list(labels) if labels is not None else [f'policy{i}' for i in range(len(params_list))]
+        raise ValueError("params_list must hold at least one policy")
+    labels = list(labels) if labels is not None else [f"policy{i}" for i in range(len(params_list))]
     if len(labels) != len(params_list):
-        raise ValueError(f'labels has {len(labels)} entries for {len(params_list)} policies')
+        raise ValueError(f"labels has {len(labels)} entries for {len(params_list)} policies")
     _check_epsilon(epsilon)
-    _check_int('num_streams', num_streams, 1)
-    _check_int('steps_per_policy', steps_per_policy, 2 * num_streams)
+    _check_int("num_streams", num_streams, 1)
+    _check_int("steps_per_policy", steps_per_policy, 2 * num_streams)
     rows = steps_per_policy // num_streams
     sources = [(label, params, float(epsilon)) for label, params in zip(labels, params_list)]
-    sources.append(('random', params_list[0], 1.0))     # epsilon 1: the policy is never used
+    sources.append(("random", params_list[0], 1.0))     # epsilon 1: the policy is never used
     keys = jax.random.split(jax.random.key(seed), len(sources))
-    parts, report = [], {'sources': []}
+    parts, report = [], {"sources": []}
     for (label, params, eps), key in zip(sources, keys):
         part = jax.device_get(_stream(params, jnp.float32(eps), key, game=game, rows=rows,
                                       streams=num_streams, hidden=tuple(hidden), act=act))
         part = {k: np.asarray(v) for k, v in part.items()}
         returns = _returns(part)
-        report['sources'].append({'label': label, 'epsilon': eps, 'rows': rows * num_streams,
-                                  'episodes': int(len(returns)),
-                                  'return': float(returns.mean()) if len(returns) else None})
-        parts.append({k: v for k, v in part.items() if k != 'score'})
-    report['random_return'] = report['sources'][-1]['return']
-    report['agent_return'] = report['sources'][-2]['return']
+        report["sources"].append({"label": label, "epsilon": eps, "rows": rows * num_streams,
+                                  "episodes": int(len(returns)),
+                                  "return": float(returns.mean()) if len(returns) else None})
+        parts.append({k: v for k, v in part.items() if k != "score"})
+    report["random_return"] = report["sources"][-1]["return"]
+    report["agent_return"] = report["sources"][-2]["return"]
     return datasets.concatenate(parts), report
 
 
@@ -377,11 +377,11 @@ def write_datasets(games, out_dir: str = OUT_DIR, env_steps: int = ENV_STEPS,
     game or size before anything is trained."""
     games = [check_game(g) for g in games]
     if not games:
-        raise ValueError(f'games must name at least one of {list(GAMES)}')
-    _check_int('env_steps', env_steps, 1)
-    _check_int('chunks', chunks, 1)
-    _check_int('num_streams', num_streams, 1)
-    _check_int('steps_per_policy', steps_per_policy, 2 * num_streams)
+        raise ValueError(f"games must name at least one of {list(GAMES)}")
+    _check_int("env_steps", env_steps, 1)
+    _check_int("chunks", chunks, 1)
+    _check_int("num_streams", num_streams, 1)
+    _check_int("steps_per_policy", steps_per_policy, 2 * num_streams)
     _check_epsilon(epsilon)
     _fractions(snapshots)
     cfg = ppo_config(**ppo_overrides)
@@ -393,26 +393,26 @@ def write_datasets(games, out_dir: str = OUT_DIR, env_steps: int = ENV_STEPS,
         collect_start = time.perf_counter()
         arrays, report = collect(game, trained.params, steps_per_policy, epsilon, seed + index,
                                  num_streams=num_streams, hidden=cfg.hidden, act=cfg.act,
-                                 labels=[f'ppo@{s}' for s in trained.snapshot_steps])
+                                 labels=[f"ppo@{s}" for s in trained.snapshot_steps])
         collect_seconds = time.perf_counter() - collect_start
         _, _, options = env_core(game)
-        policies = [f'PPO after {s} env steps, epsilon-greedy' for s in trained.snapshot_steps]
-        sources = [dict(s, policy=p) for s, p in zip(report['sources'],
-                                                     policies + ['uniform random'])]
+        policies = [f"PPO after {s} env steps, epsilon-greedy" for s in trained.snapshot_steps]
+        sources = [dict(s, policy=p) for s, p in zip(report["sources"],
+                                                     policies + ["uniform random"])]
         path = datasets.save(
-            os.path.join(out_dir, game, 'mixed.npz'), arrays,
-            dict(env=game, env_options=options, kind='mixed', seed=seed + index,
-                 sources=sources, random_return=report['random_return'],
-                 agent_return=report['agent_return'], ppo=dict(cfg._asdict(),
+            os.path.join(out_dir, game, "mixed.npz"), arrays,
+            dict(env=game, env_options=options, kind="mixed", seed=seed + index,
+                 sources=sources, random_return=report["random_return"],
+                 agent_return=report["agent_return"], ppo=dict(cfg._asdict(),
                                                                env_steps=trained.env_steps),
                  learning_curve=trained.curve,
-                 generator='jaxwm.agents.jowa.data.write_datasets'))
-        t, n = arrays['reward'].shape
+                 generator="jaxwm.agents.jowa.data.write_datasets"))
+        t, n = arrays["reward"].shape
         written[game] = dict(
-            path=path, random_return=report['random_return'],
-            agent_return=report['agent_return'], steps=t * n, rows=t, streams=n,
-            episodes={s['label']: s['episodes'] for s in report['sources']},
-            returns={s['label']: s['return'] for s in report['sources']},
+            path=path, random_return=report["random_return"],
+            agent_return=report["agent_return"], steps=t * n, rows=t, streams=n,
+            episodes={s["label"]: s["episodes"] for s in report["sources"]},
+            returns={s["label"]: s["return"] for s in report["sources"]},
             ppo_env_steps=trained.env_steps,
             ppo_steps_per_second=round(trained.steps_per_second, 1),
             train_seconds=round(trained.seconds, 2), collect_seconds=round(collect_seconds, 2),
@@ -423,7 +423,7 @@ def write_datasets(games, out_dir: str = OUT_DIR, env_steps: int = ENV_STEPS,
 
 def _merge_summary(out_dir: str, entries: dict) -> None:
     """Writes `entries` into `<out_dir>/summary.json`, keeping the other games' entries."""
-    path = os.path.join(out_dir, 'summary.json')
+    path = os.path.join(out_dir, "summary.json")
     summary = {}
     if os.path.exists(path):
         try:
@@ -433,7 +433,7 @@ def _merge_summary(out_dir: str, entries: dict) -> None:
             summary = {}
     summary.update(entries)
     os.makedirs(out_dir, exist_ok=True)
-    tmp = f'{path}.tmp{os.getpid()}'
-    with open(tmp, 'w') as fh:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as fh:
         json.dump(summary, fh, indent=2)
     os.replace(tmp, path)
