@@ -3,7 +3,7 @@ vs acting greedily in Q, in one run.
 
   python benchmarks/jowa.py --sizes=tiny,small --num_envs=1,16 --out=benchmarks/results
 
-For each cpu size (random weights, the cpu preset's context of 4 steps x 26 tokens):
+For each cpu size (random weights, the cpu preset's context of 3 steps x 26 tokens):
 - training tokens/s: one jitted joint-loss gradient step (with the target network's forward)
   on `--batch` windows, tokens = batch x context x (25 + 1);
 - decisions/s for `num_envs` envs at once: tokenize the frames, then greedy in Q (one cached
@@ -26,7 +26,7 @@ from jaxwm.runtime.logging import save_benchmark
 
 flags.DEFINE_list("sizes", ["tiny", "small"], f"cpu sizes among {sorted(jowa_config.CPU_SIZES)}")
 flags.DEFINE_list("num_envs", ["1", "16"], "envs acted for per call")
-flags.DEFINE_integer("batch", 64, "windows per training step")
+flags.DEFINE_integer("batch", 32, "windows per training step (the cpu preset's)")
 flags.DEFINE_integer("repeats", 5, "timed calls after one compile call")
 flags.DEFINE_string("out", "benchmarks/results", "directory for jowa.json")
 FLAGS = flags.FLAGS

@@ -8,7 +8,7 @@ Stages, checkpointed (numbered by gradient steps over stages) and resumable:
    its index in `games`; the variant picks the losses (config.py);
 3. evaluation on every pretraining game: `eval.episodes` parallel episodes with the JAX-native
    env, acting greedily in Q ('greedy') and by beam search in the model ('beam'), the whole
-   episode one `lax.scan`; scores normalized by the dataset's random and data-generating-agent
+   episode one `lax.while_loop`; scores normalized by the dataset's random and data-generating-agent
    returns (0 = random, 1 = the agent);
 4. few-shot: the pretrained model finetuned on the first `finetune.transitions` rows of the
    held-out game (new task id), vs the same model trained from scratch on the same rows for
@@ -259,7 +259,8 @@ def make_act(models: Models, mode: str):
 def evaluate_game(models: Models, params, tok_params, vq, game: str, task: int, mode: str,
                   key) -> np.ndarray:
     """Returns of `eval.episodes` episodes of `game` (capped at eval.max_steps), acting by
-    `mode`; the whole rollout is one jitted `lax.scan`."""
+    `mode`; the whole rollout is one jitted `lax.while_loop` that stops when every episode
+    has ended."""
     c = models.c
     core = jax_native.core(game)
     env_cfg = jax_native.make_config(game)
@@ -271,21 +272,22 @@ def evaluate_game(models: Models, params, tok_params, vq, game: str, task: int, 
         k_reset, k_run = jax.random.split(key)
         env, obs = jax_native.reset_batch(core, env_cfg, k_reset, n)
 
-        def body(carry, k):
-            env, obs, ret, done = carry
-            k_eps, k_rand, k_env = jax.random.split(k, 3)
-            x = jnp.asarray(frames_jax(obs))
-            action = act(params, tok_params, vq, x, jnp.full((n,), task, jnp.int32))
+        def body(carry):
+            t, env, obs, ret, done = carry
+            k_eps, k_rand = jax.random.split(jax.random.fold_in(k_run, t))
+            action = act(params, tok_params, vq, frames_jax(obs), jnp.full((n,), task,
+                                                                           jnp.int32))
             explore = jax.random.uniform(k_eps, (n,)) < c.eval.epsilon
             action = jnp.where(explore, jax.random.randint(k_rand, (n,), 0, NUM_ACTIONS), action)
             env, reward, terminal, truncated, _ = jax.vmap(core.step, (0, 0, None))(
                 env, action, env_cfg)
             obs = jax.vmap(core.observe, (0, None))(env, env_cfg)
-            ret = ret + reward * ~done
-            return (env, obs, ret, done | terminal | truncated), None
-        init = (env, obs, jnp.zeros(n), jnp.zeros(n, bool))
-        (_, _, ret, _), _ = jax.lax.scan(body, init, jax.random.split(k_run, c.eval.max_steps))
-        return ret
+            return t + 1, env, obs, ret + reward * ~done, done | terminal | truncated
+
+        def running(carry):
+            return (carry[0] < c.eval.max_steps) & ~jnp.all(carry[4])
+        init = (jnp.int32(0), env, obs, jnp.zeros(n), jnp.zeros(n, bool))
+        return jax.lax.while_loop(running, body, init)[3]
     return np.asarray(rollout(params, tok_params, vq, key))
 
 
