@@ -98,6 +98,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     e.episodes, e.max_steps = 16, 2_500          # Freeway's episodes end at 2500 steps
     if preset == "cpu":
         return c
+    c.games = MINATAR_PRETRAIN[:2]     # two games: the multi-game batch, fewer compiles
     k.num_codes, k.code_dim, k.depth, k.steps, k.batch_size = 16, 8, 4, 3, 8
     m.size, m.context = "tiny", 3
     t.steps, t.batch_size, t.target_every, t.log_every, t.checkpoint_every = 4, 4, 2, 2, 2

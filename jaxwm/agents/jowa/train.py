@@ -167,8 +167,8 @@ class NetState:
 
 def new_net_state(params, optimizer) -> NetState:
     """Online and target params as separate buffers (the train steps donate the state)."""
-    return NetState(jax.tree.map(jnp.copy, params), jax.tree.map(jnp.copy, params),
-                    optimizer.init(params), jnp.zeros((), jnp.int32))
+    return jax.jit(lambda p: NetState(jax.tree.map(jnp.copy, p), jax.tree.map(jnp.copy, p),
+                                      optimizer.init(p), jnp.zeros((), jnp.int32)))(params)
 
 
 def make_train_step(models: Models, optimizer, tasks: tuple, num_games_batch: int):
@@ -326,9 +326,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     k = c.tokenizer
     tok_opt = optax.adam(k.lr)
     # Fresh copies: the steps donate their state, which must not hold one buffer twice.
-    tok_state = jax.tree.map(jnp.copy, vqvae.create_state(models.tok, tok_opt, k_tok))
+    tok_state = jax.tree.map(jnp.copy, jax.jit(vqvae.create_state, static_argnums=(0, 1))(
+        models.tok, tok_opt, k_tok))
     net_opt = models.optimizer(c.train.lr)
-    net_state = new_net_state(models.init_net(k_net), net_opt)
+    net_state = new_net_state(jax.jit(models.init_net)(k_net), net_opt)
     latest = ckpt.latest_step()
     meta = {}
     if latest is not None:
@@ -433,7 +434,7 @@ def fewshot(models: Models, c, game: tuple, tokens: np.ndarray, pretrained: NetS
     out = {"game": c.heldout, "transitions": c.finetune.transitions, "random": refs["random"],
            "agent": refs["agent"]}
     k_fresh, k_train, k_eval = jax.random.split(key, 3)
-    fresh = models.init_net(k_fresh)
+    fresh = jax.jit(models.init_net)(k_fresh)
     starts = {"finetuned": pretrained.params, "scratch": fresh}
     for name, params in starts.items():
         logger.write(f"stage 4: few-shot on {c.heldout}, {name}, {c.finetune.steps} steps")
