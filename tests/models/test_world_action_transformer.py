@@ -144,3 +144,29 @@ def test_learns_a_toy_world():
     for i in range(200):
         params, opt_state, metrics = step(params, opt_state, jax.random.fold_in(key, i))
     assert metrics["obs_loss"] < 0.5 and metrics["reward_loss"] < 0.2, metrics
+
+
+def test_mse_and_bc_value_losses_match_their_definitions():
+    # One atom per action. 'mse': mean over valid steps t < T-1 of
+    # (Q(s_t, a_t) - (r_t + gamma * (1 - d_t) * max_a Q_target(s_{t+1}, a)))^2, with the greedy
+    # action of the target net; 'bc': the mean cross-entropy of softmax(Q(s_t)) at a_t.
+    m = wat.WorldActionTransformer(vocab_size=K, tokens_per_obs=G, num_actions=A, num_tasks=2,
+                                   max_steps=T, dim=32, depth=2, heads=4, num_atoms=1)
+    batch = dict(random_batch(jax.random.key(5)), dones=jnp.array([[0.0, 1, 0, 0], [0, 0, 0, 0]]))
+    params = m.init(jax.random.key(6), batch["obs_tokens"], batch["actions"], batch["task"])
+    target = m.init(jax.random.key(7), batch["obs_tokens"], batch["actions"], batch["task"])
+    support = jnp.zeros(1)
+    q = m.apply(params, batch["obs_tokens"], batch["actions"], batch["task"])["q"][:, :, 0, :, 0]
+    q_next = m.apply(target, batch["obs_tokens"], batch["actions"], batch["task"])["q"][
+        :, 1:, 0, :, 0]
+    a = batch["actions"]
+    y = batch["rewards"][:, :-1] + 0.9 * (1 - batch["dones"][:, :-1]) * q_next.max(-1)
+    taken = jnp.take_along_axis(q, a[..., None], -1)[..., 0]
+    expected_mse = jnp.mean(jnp.square(taken[:, :-1] - y))     # every step valid: mask all 1
+    expected_ce = jnp.mean(jax.nn.logsumexp(q, -1) - taken)
+    for kind, expected in (("mse", expected_mse), ("bc", expected_ce)):
+        _, metrics = wat.joint_loss(m, params, target, batch, support=support, gamma=0.9,
+                                    wm_weight=0.0, cql_weight=0.0, value_loss=kind)
+        np.testing.assert_allclose(metrics["value_loss"], expected, rtol=1e-5, err_msg=kind)
+    with pytest.raises(ValueError, match="value_loss='td' is not one of"):
+        wat.joint_loss(m, params, target, batch, support=support, gamma=0.9, value_loss="td")
