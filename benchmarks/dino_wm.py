@@ -14,7 +14,6 @@ For each agent preset (its ViT encoder, predictor and CEM sizes, random weights)
 Medians of `--repeats` timed calls after one compile call, in one run. Printed and saved as
 JSON (dino_wm.json).
 """
-import time
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +23,7 @@ from absl import app, flags
 from jaxwm.agents.dino_wm import config as dwm_config
 from jaxwm.agents.dino_wm.train import Models, Planner, encode
 from jaxwm.models import dino_wm
-from jaxwm.runtime.logging import save_benchmark
+from jaxwm.runtime.logging import median_seconds, save_benchmark
 
 flags.DEFINE_list("presets", ["cpu"], "dino_wm presets timed (cpu, paper)")
 flags.DEFINE_list("num_envs", ["1", "50"], "goals planned for per call")
@@ -32,15 +31,6 @@ flags.DEFINE_integer("repeats", 5, "timed calls after one compile call")
 flags.DEFINE_string("out", "benchmarks/results", "directory for dino_wm.json")
 FLAGS = flags.FLAGS
 
-
-def median_seconds(fn, repeats: int) -> float:
-    jax.block_until_ready(fn())
-    times = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - began)
-    return float(np.median(times))
 
 
 def host_loop_cem(models: Models, params, states: dino_wm.PlanState, key, prev_mean):

@@ -11,18 +11,16 @@ For each cpu size (random weights, the cpu preset's context of 3 steps x 26 toke
   decoding calls each), both jitted; the ratio is what planning costs.
 Medians of `--repeats` timed calls after one compile call. Printed and saved (jowa.json).
 """
-import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from absl import app, flags
 
 from jaxwm.agents.jowa import config as jowa_config
 from jaxwm.agents.jowa import train as jowa_train
 from jaxwm.models import vqvae
 from jaxwm.models import world_action_transformer as wat
-from jaxwm.runtime.logging import save_benchmark
+from jaxwm.runtime.logging import median_seconds, save_benchmark
 
 flags.DEFINE_list("sizes", ["tiny", "small"], f"cpu sizes among {sorted(jowa_config.CPU_SIZES)}")
 flags.DEFINE_list("num_envs", ["1", "16"], "envs acted for per call")
@@ -31,15 +29,6 @@ flags.DEFINE_integer("repeats", 5, "timed calls after one compile call")
 flags.DEFINE_string("out", "benchmarks/results", "directory for jowa.json")
 FLAGS = flags.FLAGS
 
-
-def median_seconds(fn, repeats: int) -> float:
-    jax.block_until_ready(fn())
-    times = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - began)
-    return float(np.median(times))
 
 
 def bench(size: str, batch: int, num_envs: list, repeats: int) -> dict:

@@ -10,7 +10,6 @@ their ratio is reported. For context, one full compiled RAE iteration (rollout, 
 reward shaping, GAE and the PPO epochs) is timed too. Printed and saved as reversibility.json.
 """
 import functools
-import time
 
 import jax
 import numpy as np
@@ -19,22 +18,13 @@ from absl import app, flags
 from jaxwm import envs
 from jaxwm.agents.reversibility import config as rev_config
 from jaxwm.agents.reversibility import rae
-from jaxwm.runtime.logging import save_benchmark
+from jaxwm.runtime.logging import median_seconds, save_benchmark
 
 flags.DEFINE_list("num_envs", ["16", "64"], "Batch sizes (rooms stepped in lockstep).")
 flags.DEFINE_integer("repeats", 5, "Timed rollouts per measurement (median reported).")
 flags.DEFINE_string("out", "benchmarks/results", "Directory of reversibility.json.")
 FLAGS = flags.FLAGS
 
-
-def _median_seconds(fn, repeats: int) -> float:
-    fn()                                     # warm-up: compiles
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def measure(num_envs: int, repeats: int) -> dict:
@@ -45,7 +35,7 @@ def measure(num_envs: int, repeats: int) -> dict:
     steps = c.rae.rollout * num_envs
 
     compiled = jax.jit(functools.partial(rae.rollout, c, nets))
-    compiled_s = _median_seconds(lambda: jax.block_until_ready(
+    compiled_s = median_seconds(lambda: jax.block_until_ready(
         compiled(state, jax.random.PRNGKey(1))), repeats)
 
     env = envs.make(c.rae.env, num_envs, seed=0, **c.rae.turf.to_dict())
@@ -62,9 +52,9 @@ def measure(num_envs: int, repeats: int) -> dict:
             key, k_act = jax.random.split(key)
             obs = env.step(np.asarray(policy(state.policy.params, obs, k_act)))["vector"]
 
-    host_s = _median_seconds(host_rollout, repeats)
+    host_s = median_seconds(host_rollout, repeats)
     iteration = jax.jit(functools.partial(rae.iteration, c, nets))
-    iteration_s = _median_seconds(lambda: jax.block_until_ready(iteration(state)), repeats)
+    iteration_s = median_seconds(lambda: jax.block_until_ready(iteration(state)), repeats)
     return {"num_envs": num_envs, "rollout_steps": c.rae.rollout,
             "compiled_env_steps_per_s": steps / compiled_s,
             "host_env_steps_per_s": steps / host_s,

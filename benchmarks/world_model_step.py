@@ -34,7 +34,7 @@ from jaxwm.agents.dreamer.config import apply_preset, model_config
 from jaxwm.data import replay
 from jaxwm.models.dreamer import WorldModel
 from jaxwm.runtime import world_model_training
-from jaxwm.runtime.logging import save_benchmark
+from jaxwm.runtime.logging import median_seconds, save_benchmark
 
 flags.DEFINE_list("presets", ["smoke", "cpu"],
                  "presets to time (paper: ~3 min here with --rolled_repeats=0)")
@@ -50,21 +50,13 @@ flags.DEFINE_string("out", "benchmarks/results", "directory for world_model_step
 FLAGS = flags.FLAGS
 
 
-def _median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
 
 def matmul_flops_per_s(n: int, repeats: int = 10) -> float:
     """FLOP/s of a jitted f32 n x n matmul (2 n^3 FLOPs), median of `repeats` calls."""
     a = jax.random.normal(jax.random.PRNGKey(0), (n, n))
     mm = jax.jit(lambda a, b: a @ b)
     jax.block_until_ready(mm(a, a))
-    return 2 * n ** 3 / _median_seconds(lambda: mm(a, a), repeats)
+    return 2 * n ** 3 / median_seconds(lambda: mm(a, a), repeats, warmup=False)
 
 
 def time_preset(preset: str, lowering: str, rolled: bool = False, repeats: int = 0) -> dict:
@@ -94,8 +86,8 @@ def time_preset(preset: str, lowering: str, rolled: bool = False, repeats: int =
     cost = step.cost_analysis()
     flops = (cost[0] if isinstance(cost, list) else cost).get("flops", float("nan")) / k
     jax.block_until_ready(step(state, batches, key))
-    seconds = _median_seconds(lambda: step(state, batches, key),
-                              repeats or FLAGS.repeats) / k
+    seconds = median_seconds(lambda: step(state, batches, key), repeats or FLAGS.repeats,
+                             warmup=False) / k
     return {"preset": preset, "lowering": lowering + (" (lax.scan)" if rolled else ""),
             "compile_s": round(compile_s, 2), "seconds_per_step": seconds,
             "grad_steps_per_s": 1.0 / seconds, "frames_per_s": t * b / seconds,

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import platform
+import time
 from typing import Mapping
 
 import jax
@@ -160,6 +161,19 @@ def _rewrite_records(path: str, keep_records: int | None) -> int:
 def read_metrics(workdir: str) -> list:
     """All records of `workdir/metrics.jsonl` as dicts (a partial last line is skipped)."""
     return _parse_records(os.path.join(workdir, "metrics.jsonl"))[0]
+
+
+def median_seconds(fn, repeats: int, warmup: bool = True) -> float:
+    """Median wall seconds of `repeats` calls of `fn()` (results blocked on), after one
+    untimed call when `warmup` (the compile)."""
+    if warmup:
+        jax.block_until_ready(fn())
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - began)
+    return float(np.median(times))
 
 
 def save_benchmark(out_dir: str, name: str, result: dict) -> str:
