@@ -65,6 +65,7 @@ def test_dino_variant_all_stages_and_resume(wall_dataset, tmp_path):
         dwm_train.train_and_evaluate(other, workdir)
 
 
+@pytest.mark.slow   # kept out of `make test` for time; `make test-slow` runs it
 def test_resume_after_the_world_model_stage_matches(wall_dataset, tmp_path):
     # A run stopped after stage 2 (eval.json removed: killed during the evaluation) resumes
     # from its last checkpoint and evaluates to the same result as the uninterrupted run.

@@ -102,6 +102,7 @@ def test_resume_continues_with_a_larger_budget(smoke_run, tmp_path):
     assert "96" in os.listdir(os.path.join(workdir, "checkpoints"))
 
 
+@pytest.mark.slow   # kept out of `make test` for time; `make test-slow` runs it
 def test_tdmpc2_variant_trains_and_plans():
     config = smoke_config("smoke_v2")
     agent = Agent(config, obs_size=5, action_size=1)

@@ -106,6 +106,7 @@ def test_gaussian_and_v3_variants_train():
         assert posts["deter"].shape == (T, B, wm.config.deter)
 
 
+@pytest.mark.slow   # kept out of `make test` for time; `make test-slow` runs it
 def test_pong_reconstruction_learns_and_run_resumes(tmp_path):
     """The binary's job on Pong-v5 random data: image loss falls well below its initial value
     within the smoke budget; a second call with a larger budget resumes from the checkpoint."""

@@ -112,6 +112,7 @@ def test_q_dropout_acts_only_with_a_key():
     assert 0.4 < float(jnp.mean(dropped == 0)) < 0.6
 
 
+@pytest.mark.slow   # kept out of `make test` for time; `make test-slow` runs it
 def test_tdmpc2_encoder_learns_at_a_scaled_rate():
     """enc_lr_scale 0.3: the encoder's Adam update is 0.3 x the one at scale 1, every other
     part's is unchanged; the policy prior's Adam uses eps 1e-5 (TD-MPC2)."""

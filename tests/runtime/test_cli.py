@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -62,6 +64,7 @@ def test_world_model_binary_runs_and_a_bad_value_leaves_the_run_intact(tmp_path)
         assert snapshot(workdir) == before
 
 
+@pytest.mark.slow   # kept out of `make test` for time; `make test-slow` runs it
 def test_make_dataset_takes_its_env_from_the_config(tmp_path):
     # The binary used to let its own --env default (CartpoleSwingup) win silently over the
     # config's env; the config's env must be what gets trained and written.
