@@ -305,6 +305,9 @@ def normalized(score: float, refs: dict) -> float:
 # The run
 # ------------------------------------------------------------------------------------------------
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """All stages per `config` in `workdir` (resumable from the last checkpoint: the end of
+    the tokenizer stage and every `train.checkpoint_every` transformer steps; evaluation and
+    few-shot rerun from there). Returns the evaluation summary (eval.json)."""
     began = time.time()
     c = config
     with user_errors():
