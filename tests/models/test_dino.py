@@ -248,6 +248,7 @@ def _tiny_config():
     return c
 
 
+@pytest.mark.slow   # the EMA-centering path (not the default); `make test-slow` runs it
 def test_train_steps_ema_center_and_finite_loss():
     c = _tiny_config()
     state = dino.init(jax.random.PRNGKey(0), c, TINY)
