@@ -63,11 +63,13 @@ def check_config(c: ml_collections.ConfigDict) -> None:
         raise ValueError(f"heldout={c.heldout!r} must not be one of games={tuple(c.games)}")
 
 
-def frames(vector: np.ndarray) -> np.ndarray:
-    """MinAtar 'vector' [..., 100 * C] -> float32 [..., 10, 10, 7] (channels zero-padded)."""
+def frames(vector):
+    """MinAtar 'vector' [..., 100 * C] -> float32 [..., 10, 10, 7] (channels zero-padded);
+    NumPy in, NumPy out (the datasets), jax arrays inside jit (acting)."""
+    xp = np if isinstance(vector, np.ndarray) else jnp
     c = vector.shape[-1] // (GRID * GRID)
     x = vector.reshape(*vector.shape[:-1], GRID, GRID, c)
-    return np.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, CHANNELS - c)]).astype(np.float32)
+    return xp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, CHANNELS - c)]).astype(xp.float32)
 
 
 def load_game(c: ml_collections.ConfigDict, game: str) -> tuple:
@@ -228,7 +230,7 @@ def beam_fns(models: Models) -> beam.BeamFns:
 
         def next_token(carry, j):
             h_last, cache = carry
-            token = jnp.argmax(net.apply(params, h_last, method=net.heads_of)["obs"])
+            token = jnp.argmax(net.apply(params, h_last, method=lambda m, h: m.obs_head(h)))
             h, cache = net.apply(params, token[None, None].astype(jnp.int32),
                                  state["pos"] + 1 + j, state["task"][None], cache,
                                  method=net.run_cached)
@@ -275,7 +277,7 @@ def evaluate_game(models: Models, params, tok_params, vq, game: str, task: int, 
         def body(carry):
             t, env, obs, ret, done = carry
             k_eps, k_rand = jax.random.split(jax.random.fold_in(k_run, t))
-            action = act(params, tok_params, vq, frames_jax(obs), jnp.full((n,), task,
+            action = act(params, tok_params, vq, frames(obs), jnp.full((n,), task,
                                                                            jnp.int32))
             explore = jax.random.uniform(k_eps, (n,)) < c.eval.epsilon
             action = jnp.where(explore, jax.random.randint(k_rand, (n,), 0, NUM_ACTIONS), action)
@@ -289,12 +291,6 @@ def evaluate_game(models: Models, params, tok_params, vq, game: str, task: int, 
         init = (jnp.int32(0), env, obs, jnp.zeros(n), jnp.zeros(n, bool))
         return jax.lax.while_loop(running, body, init)[3]
     return np.asarray(rollout(params, tok_params, vq, key))
-
-
-def frames_jax(vector):
-    c = vector.shape[-1] // (GRID * GRID)
-    x = vector.reshape(*vector.shape[:-1], GRID, GRID, c)
-    return jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, CHANNELS - c)]).astype(jnp.float32)
 
 
 def normalized(score: float, refs: dict) -> float:
