@@ -74,6 +74,33 @@ def test_kv_cache_decoding_equals_the_full_forward(net):
     np.testing.assert_allclose(jnp.concatenate(hidden, 1), full, atol=2e-5)
 
 
+def test_decoding_after_a_prefix_cache_equals_the_full_forward(net):
+    # Beam search's layout: the first 7 tokens in a context cache (prefix), then the rest in a
+    # frame cache of their own, prefilled by 2 then one at a time with the prefix read-only,
+    # then appended to the context: hidden states and the appended cache equal the full
+    # forward's and a one-cache decode's.
+    m, params, batch = net
+    tokens = wat.interleave(batch["obs_tokens"], batch["actions"])
+    full = m.apply(params, batch["obs_tokens"], batch["actions"], batch["task"], method=m.trunk)
+    run = jax.jit(lambda tok, start, c, prefix, n: m.apply(
+        params, tok, start, batch["task"], c, prefix, n, method=m.run_cached))
+    context = m.apply(params, B, method=m.init_cache)
+    h0, context = m.apply(params, tokens[:, :7], 0, batch["task"], context, method=m.run_cached)
+    _, whole = m.apply(params, tokens, 0, batch["task"], m.apply(params, B, method=m.init_cache),
+                       method=m.run_cached)
+    rest = tokens.shape[1] - 7
+    frame = m.apply(params, B, rest, method=m.init_cache)
+    h, frame = run(tokens[:, 7:9], 0, frame, context, 7)
+    hidden = [h0, h]
+    for j in range(2, rest):
+        h, frame = run(tokens[:, 7 + j:8 + j], j, frame, context, 7)
+        hidden.append(h)
+    np.testing.assert_allclose(jnp.concatenate(hidden, 1), full, atol=2e-5)
+    joined = wat.append(context, frame, 7)
+    np.testing.assert_allclose(joined.k, whole.k, atol=2e-5)
+    np.testing.assert_allclose(joined.v, whole.v, atol=2e-5)
+
+
 def test_c51_projection_hand_worked():
     # Support {0, 1, 2}. r = 0.5, discount 0.5: atoms move to 0.5, 1.0, 1.5. Mass 0.2 at 0.5
     # splits 0.1 / 0.1 between atoms 0 and 1; 0.5 lands on atom 1; 0.3 at 1.5 splits 0.15 /

@@ -222,21 +222,29 @@ def beam_fns(models: Models) -> beam.BeamFns:
         return q_of(models, params, state["h"]) * state["alive"]
 
     def step(params, state, action):
-        h, cache = net.apply(params, action[None, None], state["pos"], state["task"][None],
-                             state["cache"], method=net.run_cached)
-        out = net.apply(params, h[0, -1], method=net.heads_of)
+        # The frame's 26 tokens go into a cache of their own (write index = the scan counter,
+        # shared by every beam) with the context as a read-only prefix, appended once at the end.
+        # The prefix is split per layer here: sliced inside the scan, XLA copies it every token.
+        prefix = wat.KVCache(tuple(state["cache"].k), tuple(state["cache"].v))
+
+        def run(tokens, start, frame):
+            h, frame = net.apply(params, tokens[None, None].astype(jnp.int32), start,
+                                 state["task"][None], frame, prefix, state["pos"],
+                                 method=net.run_cached)
+            return h[0, -1], frame
+
+        h, frame = run(action, 0, net.apply(params, 1, g + 1, method=net.init_cache))
+        out = net.apply(params, h, method=net.heads_of)
         reward = jax.nn.softmax(out["reward"]) @ signs
         done = jax.nn.softmax(out["done"])[1] > 0.5
 
         def next_token(carry, j):
-            h_last, cache = carry
+            h_last, frame = carry
             token = jnp.argmax(net.apply(params, h_last, method=lambda m, h: m.obs_head(h)))
-            h, cache = net.apply(params, token[None, None].astype(jnp.int32),
-                                 state["pos"] + 1 + j, state["task"][None], cache,
-                                 method=net.run_cached)
-            return (h[0, -1], cache), None
-        (h_last, cache), _ = jax.lax.scan(next_token, (h[0, -1], cache), jnp.arange(g))
-        new = {"cache": cache, "h": h_last, "pos": state["pos"] + g + 1, "task": state["task"],
+            return run(token, 1 + j, frame), None
+        (h_last, frame), _ = jax.lax.scan(next_token, (h, frame), jnp.arange(g))
+        new = {"cache": wat.append(state["cache"], frame, state["pos"]), "h": h_last,
+               "pos": state["pos"] + g + 1, "task": state["task"],
                "alive": state["alive"] * (1.0 - done)}
         return new, reward * state["alive"]
     return beam.BeamFns(q_values=q_values, step=step)
