@@ -23,7 +23,7 @@ from absl import app
 from absl import flags
 
 from jaxwm.agents.dino_wm import config as dwm_config
-from jaxwm.runtime import goal_reaching
+from jaxwm.runtime import goal_reaching, grid
 
 TRAIN_FN = "jaxwm.agents.dino_wm.train:train_and_evaluate"
 VARIANTS = ("dino", "reconstruction", "random", "bc")
@@ -46,6 +46,7 @@ def define_flags():
                          "times).")
     flags.DEFINE_integer("reps", 2000, "Bootstrap resamples per confidence interval.")
     flags.DEFINE_bool("report_only", False, "Run nothing: aggregate the finished runs only.")
+    grid.define_archive_flag("dino_wm")
 
 
 def run_config(task: str, variant: str, seed: int):
@@ -71,8 +72,9 @@ def main(argv):
         raise app.UsageError(f"--preset={FLAGS.preset!r} (allowed {dwm_config.PRESETS}), "
                              f"--seeds={FLAGS.seeds} (>= 1)")
     os.makedirs(FLAGS.out_dir, exist_ok=True)
-    runs = goal_reaching.run_grid(FLAGS.tasks, variants, FLAGS.seeds, FLAGS.out_dir, run_config,
-                                  TRAIN_FN, FLAGS.jobs, FLAGS.report_only)
+    runs = grid.with_archive(FLAGS.archive, FLAGS.out_dir, lambda: goal_reaching.run_grid(
+        FLAGS.tasks, variants, FLAGS.seeds, FLAGS.out_dir, run_config, TRAIN_FN, FLAGS.jobs,
+        FLAGS.report_only))
     rows = {t: {v: {s: goal_reaching.run_scores(w) for s, w in seeds.items()}
                 for v, seeds in vs.items()} for t, vs in runs.items()}
     goal_reaching.save(FLAGS.out_dir, f"DINO-WM goal reaching, {FLAGS.preset} preset, IQM over "

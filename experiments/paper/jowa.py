@@ -31,7 +31,6 @@ TRAIN_FN = "jaxwm.agents.jowa.train:train_and_evaluate"
 ROWS = ("jowa@small", "bc@small", "jowa@tiny", "jowa@base", "no_cql@small", "no_wm@small",
         "mse_td@small", "detach_q@small")
 MAIN = "jowa@small"
-EVAL_FILE = "eval.json"
 FLAGS = flags.FLAGS
 
 
@@ -45,6 +44,7 @@ def define_flags():
     flags.DEFINE_integer("jobs", 2, "Runs in parallel.")
     flags.DEFINE_integer("reps", 2000, "Bootstrap resamples per confidence interval.")
     flags.DEFINE_bool("report_only", False, "Run nothing: aggregate the finished runs only.")
+    grid.define_archive_flag("jowa")
 
 
 def run_config(row: str, seed: int):
@@ -56,24 +56,16 @@ def run_config(row: str, seed: int):
 
 def run_grid(rows, seeds: int, out_dir: str) -> dict:
     """Runs (or reuses) every (seed, row); returns {row: {seed: eval.json contents}}."""
-    todo, dirs = [], {}
-    for seed in range(seeds):
-        for row in rows:
-            workdir = os.path.join(out_dir, row.replace("@", "_"), f"seed_{seed}")
-            tag = f"{row} seed {seed}"
-            if os.path.exists(os.path.join(workdir, EVAL_FILE)):
-                print(f"{tag}: finished run reused", flush=True)
-            elif FLAGS.report_only:
-                print(f"{tag}: not finished, left out", flush=True)
-                continue
-            else:
-                todo.append(grid.Run(tag, TRAIN_FN, run_config(row, seed).to_dict(), workdir))
-            dirs.setdefault(row, {})[seed] = workdir
-    grid.run_all(todo, jobs=FLAGS.jobs)
+    runs = {(row, seed): grid.Run(f"{row} seed {seed}", TRAIN_FN,
+                                  run_config(row, seed).to_dict(),
+                                  os.path.join(out_dir, row.replace("@", "_"), f"seed_{seed}"))
+            for seed in range(seeds) for row in rows}
+    finished = {r.workdir for r in grid.run_missing(list(runs.values()), FLAGS.jobs,
+                                                    FLAGS.report_only)}
     out = {}
-    for row, seeds_ in dirs.items():
-        for seed, workdir in seeds_.items():
-            with open(os.path.join(workdir, EVAL_FILE)) as f:
+    for (row, seed), r in runs.items():
+        if r.workdir in finished:
+            with open(os.path.join(r.workdir, grid.EVAL_FILE)) as f:
                 out.setdefault(row, {})[seed] = json.load(f)
     return out
 
@@ -198,7 +190,8 @@ def main(argv):
                              f"sizes {sorted(jowa_config.CPU_SIZES)}); --seeds >= 1; --preset "
                              f"among {jowa_config.PRESETS}")
     os.makedirs(FLAGS.out_dir, exist_ok=True)
-    results = run_grid(FLAGS.rows, FLAGS.seeds, FLAGS.out_dir)
+    results = grid.with_archive(FLAGS.archive, FLAGS.out_dir, lambda: run_grid(
+        FLAGS.rows, FLAGS.seeds, FLAGS.out_dir))
     body, agg, rows = report(results, FLAGS.reps)
     grid_title = (f"JOWA on MinAtar, {FLAGS.preset} preset, IQM over {FLAGS.seeds} seeds "
                   f"[95% CI, {FLAGS.reps} resamples]")

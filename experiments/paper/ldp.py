@@ -25,7 +25,7 @@ from absl import app
 from absl import flags
 
 from jaxwm.agents.ldp import config as ldp_config
-from jaxwm.runtime import goal_reaching
+from jaxwm.runtime import goal_reaching, grid
 
 TRAIN_FN = "jaxwm.agents.ldp.train:train_and_evaluate"
 NAMES = {"ldp": "LDP (action-free demos + suboptimal)", "ldp_demos": "LDP, labelled demos only",
@@ -48,6 +48,7 @@ def define_flags():
                          "times).")
     flags.DEFINE_integer("reps", 2000, "Bootstrap resamples per confidence interval.")
     flags.DEFINE_bool("report_only", False, "Run nothing: aggregate the finished runs only.")
+    grid.define_archive_flag("ldp")
 
 
 def run_config(task: str, variant: str, seed: int):
@@ -70,8 +71,9 @@ def main(argv):
         raise app.UsageError(f"--preset={FLAGS.preset!r} (allowed {ldp_config.PRESETS}), "
                              f"--seeds={FLAGS.seeds} (>= 1)")
     os.makedirs(FLAGS.out_dir, exist_ok=True)
-    runs = goal_reaching.run_grid(FLAGS.tasks, FLAGS.variants, FLAGS.seeds, FLAGS.out_dir,
-                                  run_config, TRAIN_FN, FLAGS.jobs, FLAGS.report_only)
+    runs = grid.with_archive(FLAGS.archive, FLAGS.out_dir, lambda: goal_reaching.run_grid(
+        FLAGS.tasks, FLAGS.variants, FLAGS.seeds, FLAGS.out_dir, run_config, TRAIN_FN,
+        FLAGS.jobs, FLAGS.report_only))
     if FLAGS.dino_wm_dir:
         for task in runs:
             seeds = {s: os.path.join(FLAGS.dino_wm_dir, task, "dino", f"seed_{s}")

@@ -15,7 +15,7 @@ import numpy as np
 from jaxwm.runtime import grid
 from jaxwm.runtime import stats as run_stats
 
-EVAL_FILE = "eval.json"
+EVAL_FILE = grid.EVAL_FILE
 
 
 def run_grid(tasks: Sequence[str], variants: Sequence[str], seeds: int, out_dir: str,
@@ -23,22 +23,16 @@ def run_grid(tasks: Sequence[str], variants: Sequence[str], seeds: int, out_dir:
     """Runs (or reuses) every (task, seed, variant) in that order, `jobs` at a time;
     `make_config(task, variant, seed)` -> ConfigDict. Returns {task: {variant: {seed: dir}}}
     of the finished runs."""
-    todo, runs = [], {}
     cells = [(t, v, s) for t in tasks for s in range(seeds) for v in variants]
-    for i, (task, variant, seed) in enumerate(cells):
-        workdir = os.path.join(out_dir, task, variant, f"seed_{seed}")
-        tag = f"[{i + 1}/{len(cells)}] {task} {variant} seed {seed}"
-        if os.path.exists(os.path.join(workdir, EVAL_FILE)):
-            print(f"{tag}: finished run reused", flush=True)
-        elif report_only:
-            print(f"{tag}: not finished, left out", flush=True)
-            continue
-        else:
-            todo.append(grid.Run(tag, train_fn, make_config(task, variant, seed).to_dict(),
-                                 workdir))
-        runs.setdefault(task, {}).setdefault(variant, {})[seed] = workdir
-    grid.run_all(todo, jobs=jobs)
-    return runs
+    runs = [grid.Run(f"[{i + 1}/{len(cells)}] {t} {v} seed {s}", train_fn,
+                     make_config(t, v, s).to_dict(), os.path.join(out_dir, t, v, f"seed_{s}"))
+            for i, (t, v, s) in enumerate(cells)]
+    finished = {r.workdir for r in grid.run_missing(runs, jobs, report_only, EVAL_FILE)}
+    out = {}
+    for (t, v, s), r in zip(cells, runs):
+        if r.workdir in finished:
+            out.setdefault(t, {}).setdefault(v, {})[s] = r.workdir
+    return out
 
 
 def run_scores(workdir: str) -> dict:

@@ -4,19 +4,27 @@ curve of a finished run read back from its metrics.jsonl.
 
 A run is (tag, train function as 'module:name', config dict, workdir); the train function takes
 (config ConfigDict, workdir) like every `train_and_evaluate` of `jaxwm.agents.*.train`.
+
+Records of finished runs (config.json, eval.json, wall.json: a few kB, no checkpoints) can be
+archived under the repository (`archive_records`) and restored into a fresh output directory
+(`restore_records`), so a grid too long for one machine's session is finished over several:
+the binaries return a finished run's eval.json after checking that its config.json matches.
 """
 import importlib
 import json
 import multiprocessing
 import os
+import shutil
 import time
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
 from jaxwm.runtime.stats import read_records
 
 WALL_FILE = "wall.json"
+EVAL_FILE = "eval.json"
+RECORD_FILES = ("config.json", EVAL_FILE, WALL_FILE)
 
 
 class Run(NamedTuple):
@@ -87,6 +95,78 @@ def run_all(runs: Sequence[Run], jobs: int = 1) -> None:
         for tag, result in pending:
             result.get()
             print(f"{tag}: done at {time.time() - start:.0f}s", flush=True)
+
+
+def run_missing(runs: Sequence[Run], jobs: int = 1, report_only: bool = False,
+                done_file: str = EVAL_FILE) -> list:
+    """Runs (`run_all`) the runs whose workdir has no `done_file` yet, unless `report_only`;
+    prints what is reused or left out. Returns the runs that are finished, in order."""
+    todo, finished = [], []
+    for r in runs:
+        if os.path.exists(os.path.join(r.workdir, done_file)):
+            print(f"{r.tag}: finished run reused", flush=True)
+        elif report_only:
+            print(f"{r.tag}: not finished, left out", flush=True)
+            continue
+        else:
+            todo.append(r)
+        finished.append(r)
+    run_all(todo, jobs)
+    return finished
+
+
+def _finished_dirs(root: str, done_file: str):
+    for path, _, files in os.walk(root):
+        if done_file in files:
+            yield os.path.relpath(path, root)
+
+
+def archive_records(out_dir: str, archive_dir: str, done_file: str = EVAL_FILE) -> int:
+    """Copies the RECORD_FILES of every finished run under out_dir (a workdir holding
+    `done_file`) to the same relative path under archive_dir. Returns the number of runs."""
+    count = 0
+    for rel in _finished_dirs(out_dir, done_file):
+        os.makedirs(os.path.join(archive_dir, rel), exist_ok=True)
+        for name in RECORD_FILES:
+            if os.path.exists(os.path.join(out_dir, rel, name)):
+                shutil.copy2(os.path.join(out_dir, rel, name), os.path.join(archive_dir, rel, name))
+        count += 1
+    return count
+
+
+def restore_records(archive_dir: str, out_dir: str, done_file: str = EVAL_FILE) -> int:
+    """Copies archived runs into out_dir where out_dir has no such workdir yet (a run started
+    here, even unfinished, is never overwritten). Returns the number restored."""
+    count = 0
+    for rel in (_finished_dirs(archive_dir, done_file) if os.path.isdir(archive_dir) else ()):
+        target = os.path.join(out_dir, rel)
+        if os.path.exists(target):
+            continue
+        shutil.copytree(os.path.join(archive_dir, rel), target)
+        count += 1
+    return count
+
+
+def define_archive_flag(name: str) -> None:
+    """The paper scripts' --archive flag (absl), default off."""
+    from absl import flags
+    flags.DEFINE_string("archive", "", "Directory of archived run records, restored into "
+                        "--out_dir before the grid and updated after it, to finish a grid over "
+                        f"several sessions (e.g. experiments/paper/results/runs/{name}); '': off.")
+
+
+def with_archive(archive_dir: str, out_dir: str, run_grid: Callable, done_file: str = EVAL_FILE):
+    """restore_records, then run_grid(), then archive_records (if archive_dir); returns what
+    run_grid returns. Archiving also happens when a run fails, so finished runs are kept."""
+    if not archive_dir:
+        return run_grid()
+    print(f"{restore_records(archive_dir, out_dir, done_file)} archived runs restored from "
+          f"{archive_dir}", flush=True)
+    try:
+        return run_grid()
+    finally:
+        print(f"{archive_records(out_dir, archive_dir, done_file)} finished runs archived in "
+              f"{archive_dir}", flush=True)
 
 
 def save_report(out_dir: str, title: str, body: str, results: dict, scores: dict,

@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from jaxwm.runtime import goal_reaching
+from jaxwm.runtime import goal_reaching, grid
 from jaxwm.runtime.logging import write_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -40,16 +40,18 @@ def test_report_exact_iqm_and_paired_differences(tmp_path):
     assert "- vs b: -6.7" in body
 
 
-def test_ldp_script_report_only_with_dino_wm_row(tmp_path):
-    out, dwm = tmp_path / "ldp", tmp_path / "dino_wm"
+def test_ldp_script_report_only_with_dino_wm_row_and_archive(tmp_path):
+    # The LDP runs come from an archive of an earlier session (--archive), BC's are local.
+    out, dwm, archive = tmp_path / "ldp", tmp_path / "dino_wm", tmp_path / "archive"
     for seed in range(3):
-        fake_run(str(out / "Wall-v0" / "ldp" / f"seed_{seed}"), 0.5, 0.6, 0.01)
+        fake_run(str(archive / "Wall-v0" / "ldp" / f"seed_{seed}"), 0.5, 0.6, 0.01)
         fake_run(str(out / "Wall-v0" / "bc" / f"seed_{seed}"), 0.1, 0.2, 0.001)
         fake_run(str(dwm / "Wall-v0" / "dino" / f"seed_{seed}"), 0.0, 0.0, 0.3)
     # A separate process: the script's absl flags would clash with other paper scripts'.
     subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "paper", "ldp.py"),
                     "--report_only", "--tasks=Wall-v0", "--variants=ldp,bc,ldp_demos",
-                    f"--out_dir={out}", f"--dino_wm_dir={dwm}", "--reps=100"],
+                    f"--out_dir={out}", f"--dino_wm_dir={dwm}", "--reps=100",
+                    f"--archive={archive}"],
                    check=True, cwd=ROOT, capture_output=True,
                    env={**os.environ, "PYTHONPATH": ROOT})
     table = open(out / "table.md").read()
@@ -60,4 +62,20 @@ def test_ldp_script_report_only_with_dino_wm_row(tmp_path):
     assert os.path.exists(out / "success.png")
     results = json.load(open(out / "results.json"))
     assert set(results["rows"]["Wall-v0"]) == {"ldp", "bc", "dino_wm"}
+    # Restored into out_dir, and the local runs archived too.
+    assert os.path.exists(out / "Wall-v0" / "ldp" / "seed_2" / goal_reaching.EVAL_FILE)
+    assert os.path.exists(archive / "Wall-v0" / "bc" / "seed_0" / goal_reaching.EVAL_FILE)
 
+
+def test_restore_never_overwrites_and_archive_keeps_records_only(tmp_path):
+    archive, out = tmp_path / "archive", tmp_path / "out"
+    fake_run(str(archive / "a" / "seed_0"), 0.5, 0.5)
+    fake_run(str(archive / "b" / "seed_0"), 0.5, 0.5)
+    os.makedirs(out / "a" / "seed_0")          # a run started here, unfinished
+    assert grid.restore_records(str(archive), str(out)) == 1
+    assert not os.path.exists(out / "a" / "seed_0" / goal_reaching.EVAL_FILE)
+    assert os.path.exists(out / "b" / "seed_0" / goal_reaching.EVAL_FILE)
+    os.makedirs(out / "b" / "seed_0" / "checkpoints")
+    other = tmp_path / "other"
+    assert grid.archive_records(str(out), str(other)) == 1      # 'a' is not finished
+    assert sorted(os.listdir(other / "b" / "seed_0")) == [goal_reaching.EVAL_FILE]
