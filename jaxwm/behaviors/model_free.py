@@ -3,7 +3,8 @@ RL (Grinsztajn et al., NeurIPS 2021: RAE on PPO, RAC on DQN).
 
 - PPO (Schulman et al., 2017): `ActorCritic`, `gae` (GAE(lambda) advantages through
   `returns.lambda_returns`: A_t = R^lambda_t - v(s_t)), `ppo_loss` (clipped surrogate + value
-  MSE - entropy bonus).
+  MSE - entropy bonus), `ppo_batch` (a rollout's flat batch) and `ppo_update` (epochs of
+  shuffled minibatches), shared by RAE and JOWA's data-generating agent.
 - DQN (Mnih et al., 2015): `QNetwork`, `dqn_loss` (Huber TD error against a target network's
   max_a' Q(s', a')).
 
@@ -71,6 +72,45 @@ def ppo_loss(logits: jax.Array, values: jax.Array, batch: dict, clip: float, val
     loss = policy_loss + value_coef * value_loss - entropy_coef * entropy
     return loss, {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy,
                   "clip_fraction": jnp.mean(jnp.abs(ratio - 1) > clip)}
+
+
+def ppo_batch(apply_fn, params, rollout: dict, last_obs: jax.Array, rewards: jax.Array,
+              gamma: float, gae_lambda: float) -> dict:
+    """The flat PPO batch [T * N, ...] of a rollout (obs, action, logp, value, done [T, N, ...])
+    with GAE(lambda) advantages and value targets for `rewards` [T, N] (the env's or shaped),
+    bootstrapped from the value of `last_obs` [N, ...]; `done` ends the bootstrap."""
+    _, last_value = apply_fn(params, last_obs)
+    values = jnp.concatenate([rollout["value"], last_value[None]])
+    discounts = gamma * (1.0 - rollout["done"])
+    advantage, target = jax.vmap(gae, (1, 1, 1, None), 1)(rewards, discounts, values,
+                                                          gae_lambda)
+    flat = lambda x: x.reshape((-1,) + x.shape[2:])  # noqa: E731
+    return dict(obs=flat(rollout["obs"]), action=flat(rollout["action"]),
+                logp=flat(rollout["logp"]), advantage=flat(advantage), target=flat(target))
+
+
+def ppo_update(apply_fn, tx, policy, batch: dict, key, *, epochs: int, minibatches: int,
+               clip: float, value_coef: float, entropy_coef: float) -> tuple:
+    """`epochs` passes of `ppo_loss` over the flat batch, each in `minibatches` shuffled
+    minibatches (one gradient step each): (policy TrainState, mean metrics)."""
+    size = jax.tree.leaves(batch)[0].shape[0]
+
+    def epoch(policy, key):
+        order = jax.random.permutation(key, size)
+        parts = jax.tree.map(
+            lambda x: x[order].reshape((minibatches, size // minibatches) + x.shape[1:]), batch)
+
+        def minibatch(policy, mb):
+            def loss_fn(params):
+                logits, values = apply_fn(params, mb["obs"])
+                return ppo_loss(logits, values, mb, clip, value_coef, entropy_coef)
+            (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(policy.params)
+            return policy.apply_gradients(tx, grads), metrics
+
+        return jax.lax.scan(minibatch, policy, parts)
+
+    policy, metrics = jax.lax.scan(epoch, policy, jax.random.split(key, epochs))
+    return policy, jax.tree.map(jnp.mean, metrics)
 
 
 def dqn_loss(q: jax.Array, q_next_target: jax.Array, action: jax.Array, reward: jax.Array,

@@ -183,43 +183,16 @@ def _rollout(net, cfg: PPOConfig, core, env_cfg, state: PPOState, key) -> tuple:
     return jax.lax.scan(env_step, state, jax.random.split(key, cfg.rollout))
 
 
-def _update(net, tx, cfg: PPOConfig, policy: TrainState, batch: dict, key) -> tuple:
-    """`epochs` passes of `model_free.ppo_loss` over the flat batch [num_envs * rollout, ...]."""
-    size = cfg.num_envs * cfg.rollout
-
-    def epoch(policy, key):
-        order = jax.random.permutation(key, size)
-        minibatches = jax.tree.map(
-            lambda x: x[order].reshape((cfg.minibatches, size // cfg.minibatches) + x.shape[1:]),
-            batch)
-
-        def minibatch(policy, mb):
-            def loss_fn(params):
-                logits, values = net.apply(params, mb["obs"])
-                return model_free.ppo_loss(logits, values, mb, cfg.clip, cfg.value_coef,
-                                           cfg.entropy_coef)
-            (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(policy.params)
-            return policy.apply_gradients(tx, grads), metrics
-
-        return jax.lax.scan(minibatch, policy, minibatches)
-
-    policy, metrics = jax.lax.scan(epoch, policy, jax.random.split(key, cfg.epochs))
-    return policy, jax.tree.map(jnp.mean, metrics)
-
-
 def _iteration(net, tx, cfg: PPOConfig, core, env_cfg, state: PPOState, _=None) -> tuple:
     """Rollout, GAE, PPO epochs: (state, metrics of this iteration)."""
     key, k_roll, k_ppo = jax.random.split(state.key, 3)
     state, tr = _rollout(net, cfg, core, env_cfg, state, k_roll)
-    _, last_value = net.apply(state.policy.params, state.obs)
-    values = jnp.concatenate([tr["value"], last_value[None]])
-    discounts = cfg.gamma * (1.0 - tr["done"])
-    advantage, target = jax.vmap(model_free.gae, (1, 1, 1, None), 1)(
-        tr["reward"], discounts, values, cfg.gae_lambda)
-    flat = lambda x: x.reshape((-1,) + x.shape[2:])  # noqa: E731
-    batch = dict(obs=flat(tr["obs"]), action=flat(tr["action"]), logp=flat(tr["logp"]),
-                 advantage=flat(advantage), target=flat(target))
-    policy, metrics = _update(net, tx, cfg, state.policy, batch, k_ppo)
+    batch = model_free.ppo_batch(net.apply, state.policy.params, tr, state.obs, tr["reward"],
+                                 cfg.gamma, cfg.gae_lambda)
+    policy, metrics = model_free.ppo_update(
+        net.apply, tx, state.policy, batch, k_ppo, epochs=cfg.epochs,
+        minibatches=cfg.minibatches, clip=cfg.clip, value_coef=cfg.value_coef,
+        entropy_coef=cfg.entropy_coef)
     ended = tr["done"].astype(jnp.float32)
     metrics = dict(episodes=ended.sum(), return_sum=(tr["ended_return"] * ended).sum(),
                    entropy=metrics["entropy"])

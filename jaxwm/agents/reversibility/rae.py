@@ -112,30 +112,6 @@ def rollout(c, nets, state: RaeState, key) -> tuple:
     return jax.lax.scan(env_step, state, jax.random.split(key, c.rae.rollout))
 
 
-def _ppo_update(c, nets, policy: TrainState, batch: dict, key) -> tuple:
-    e = c.rae
-    size = e.num_envs * e.rollout
-
-    def epoch(policy, key):
-        order = jax.random.permutation(key, size)
-        minibatches = jax.tree.map(
-            lambda x: x[order].reshape((e.minibatches, size // e.minibatches) + x.shape[1:]),
-            batch)
-
-        def minibatch(policy, mb):
-            def loss_fn(params):
-                logits, values = nets.policy.apply(params, mb["obs"])
-                return model_free.ppo_loss(logits, values, mb, e.clip_eps, e.value_coef,
-                                           e.entropy_coef)
-            (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(policy.params)
-            return policy.apply_gradients(nets.policy_tx, grads), metrics
-
-        return jax.lax.scan(minibatch, policy, minibatches)
-
-    policy, metrics = jax.lax.scan(epoch, policy, jax.random.split(key, e.epochs))
-    return policy, jax.tree.map(jnp.mean, metrics)
-
-
 def iteration(c, nets, state: RaeState, _=None) -> tuple:
     """One RAE/PPO iteration (module docstring): (state, metrics of this iteration)."""
     e, p = c.rae, c.precedence
@@ -151,15 +127,12 @@ def iteration(c, nets, state: RaeState, _=None) -> tuple:
     psi, psi_metrics = jax.lax.scan(psi_step, state.psi, jax.random.split(k_psi, e.psi_updates))
     irreversibility = jax.nn.sigmoid(nets.psi.apply(psi.params, tr["obs"], tr["next_obs"]))
     shaped = precedence.rae_reward(tr["reward"], irreversibility, e.penalty, p.beta)
-    _, last_value = nets.policy.apply(state.policy.params, state.obs)
-    values = jnp.concatenate([tr["value"], last_value[None]])
-    discounts = e.gamma * (1.0 - tr["done"])
-    advantage, target = jax.vmap(model_free.gae, (1, 1, 1, None), 1)(
-        shaped, discounts, values, e.gae_lambda)
-    flat = lambda x: x.reshape((-1,) + x.shape[2:])  # noqa: E731
-    batch = dict(obs=flat(tr["obs"]), action=flat(tr["action"]), logp=flat(tr["logp"]),
-                 advantage=flat(advantage), target=flat(target))
-    policy, ppo_metrics = _ppo_update(c, nets, state.policy, batch, k_ppo)
+    batch = model_free.ppo_batch(nets.policy.apply, state.policy.params, tr, state.obs, shaped,
+                                 e.gamma, e.gae_lambda)
+    policy, ppo_metrics = model_free.ppo_update(
+        nets.policy.apply, nets.policy_tx, state.policy, batch, k_ppo, epochs=e.epochs,
+        minibatches=e.minibatches, clip=e.clip_eps, value_coef=e.value_coef,
+        entropy_coef=e.entropy_coef)
 
     ended = tr["done"].astype(jnp.float32)
     flagged, true = irreversibility > p.beta, tr["irreversible"]
