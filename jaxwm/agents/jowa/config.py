@@ -76,6 +76,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     p.expand = 2
 
     f = c.finetune = ml_collections.ConfigDict()
+    f.enabled = True                   # stage 4 (off: the run ends after evaluation)
     f.transitions = 5_000              # of the held-out game
     f.steps = 50_000
     f.lr = 1e-4
@@ -84,6 +85,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     e.episodes = 16                    # per game (parallel envs)
     e.max_steps = 27_000               # per episode (Atari: 108k frames)
     e.epsilon = 0.0
+    e.beam = True                      # also act by beam search (off: greedy in Q only)
 
     if preset == "paper":
         return c

@@ -7,10 +7,10 @@ Stages, checkpointed (numbered by gradient steps over stages) and resumable:
    `model.context` steps from every pretraining game (uniform over games), each game's task id
    its index in `games`; the variant picks the losses (config.py);
 3. evaluation on every pretraining game: `eval.episodes` parallel episodes with the JAX-native
-   env, acting greedily in Q ('greedy') and by beam search in the model ('beam'), the whole
-   episode one `lax.while_loop`; scores normalized by the dataset's random and data-generating-agent
+   env, acting greedily in Q ('greedy') and (`eval.beam`) by beam search in the model ('beam'),
+   the whole episode one `lax.while_loop`; scores normalized by the dataset's random and data-generating-agent
    returns (0 = random, 1 = the agent);
-4. few-shot: the pretrained model finetuned on the first `finetune.transitions` rows of the
+4. (`finetune.enabled`) few-shot: the pretrained model finetuned on the first `finetune.transitions` rows of the
    held-out game (new task id), vs the same model trained from scratch on the same rows for
    the same steps; both evaluated greedily on the held-out game.
 `eval.json` holds the results; a finished run returns it.
@@ -399,8 +399,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             logger.advance(done)
         del datas
         # --- stage 3: evaluation on the pretraining games -----------------------------------
-        logger.write("stage 3: evaluation (greedy in Q and beam search)")
-        modes = ("greedy",) if c.variant in ("no_wm", "bc") else ("greedy", "beam")
+        modes = ("greedy", "beam") if c.eval.beam and c.variant not in ("no_wm", "bc") else (
+            "greedy",)
+        logger.write(f"stage 3: evaluation ({', '.join(modes)})")
         result = {"games": {}, "variant": c.variant, "seed": c.seed, "size": c.model.size}
         for i, g in enumerate(c.games):
             refs = games[g][1]
@@ -417,8 +418,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             result[f"{mode}_normalized_mean"] = float(np.mean(
                 [e[f"{mode}_normalized"] for e in result["games"].values()]))
         # --- stage 4: few-shot finetuning on the held-out game ------------------------------
-        result["fewshot"] = fewshot(models, c, games[c.heldout], tokens[c.heldout], net_state,
-                                    tok_state, k_fine, logger)
+        if c.finetune.enabled:
+            result["fewshot"] = fewshot(models, c, games[c.heldout], tokens[c.heldout],
+                                        net_state, tok_state, k_fine, logger)
         logger.log(total, {f"eval/{m}_normalized_mean": result[f"{m}_normalized_mean"]
                            for m in modes})
         result["seconds"] = time.time() - began
