@@ -306,6 +306,7 @@ def joint_loss(model: WorldActionTransformer, params, target_params, batch, *, s
     reward_loss = masked_ce(out["reward"], reward_class(batch["rewards"]))
     done_loss = masked_ce(out["done"], batch["dones"].astype(jnp.int32))
     wm_loss = obs_loss + reward_loss + done_loss
+    extra = {}
     if value_loss == "bc":   # the Q head's single atom as action logits: cross-entropy on a_t
         logits = out["q"][..., 0].mean(-2)                                # [B, T, A]
         td_loss = masked_ce(logits, act)
@@ -325,17 +326,23 @@ def joint_loss(model: WorldActionTransformer, params, target_params, batch, *, s
             taken = jnp.take_along_axis(out["q"][:, :-1], act[:, :-1, None, None, None],
                                         -2)[..., 0, :]
             td = -jnp.sum(target[:, :, None] * jax.nn.log_softmax(taken), -1).mean(-1)
+            # CE = H(target) + KL(target || prediction): the entropy of diffuse targets keeps
+            # the CE high while the KL, the part TD learning removes, falls.
+            target_entropy = -jnp.sum(jax.scipy.special.xlogy(target, target), -1)
         else:                     # 'mse': scalar Q, squared TD error
             next_v = jnp.take_along_axis(next_q.mean(-2), best[..., None], -1)[..., 0]
             target = batch["rewards"][:, :-1] + discount * next_v
             td = jnp.mean(jnp.square(taken_q - target[..., None]), -1)
         td_mask = mask[:, :-1] * jnp.maximum(dones[:, :-1], mask[:, 1:])
         td_loss = jnp.sum(td * td_mask) / jnp.maximum(td_mask.sum(), 1.0)
+        if value_loss == "c51":
+            extra["value_kl"] = td_loss - jnp.sum(target_entropy * td_mask) / jnp.maximum(
+                td_mask.sum(), 1.0)
     # CQL(H) on the Q values of every head, over the valid steps.
     cql = jnp.sum(cql_gap(q, act[:, :, None]).mean(-1) * mask) / denom
     loss = wm_weight * wm_loss + td_loss + cql_weight * cql
     metrics = {"loss": loss, "obs_loss": obs_loss, "reward_loss": reward_loss,
                "done_loss": done_loss, "value_loss": td_loss, "cql": cql,
                "q_data": jnp.sum(jnp.take_along_axis(q.mean(-2), act[..., None], -1)[..., 0]
-                                 * mask) / denom}
+                                 * mask) / denom, **extra}
     return loss, metrics

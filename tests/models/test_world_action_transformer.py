@@ -173,6 +173,17 @@ def test_learns_a_toy_world():
     assert metrics["obs_loss"] < 0.5 and metrics["reward_loss"] < 0.2, metrics
 
 
+def test_c51_value_kl_is_the_cross_entropy_minus_the_target_entropy(net):
+    # CE(target, prediction) = H(target) + KL(target || prediction) with 0 <= H <= log(atoms):
+    # on random params the KL is strictly inside (0, CE) and CE - KL <= log(atoms).
+    m, params, batch = net
+    support = jnp.linspace(-10.0, 30.0, m.num_atoms)
+    _, metrics = wat.joint_loss(m, params, params, batch, support=support, gamma=0.9)
+    kl, ce = float(metrics["value_kl"]), float(metrics["value_loss"])
+    assert 0.0 < kl < ce, metrics
+    assert ce - kl <= np.log(m.num_atoms) + 1e-5
+
+
 def test_mse_and_bc_value_losses_match_their_definitions():
     # One atom per action. 'mse': mean over valid steps t < T-1 of
     # (Q(s_t, a_t) - (r_t + gamma * (1 - d_t) * max_a Q_target(s_{t+1}, a)))^2, with the greedy
