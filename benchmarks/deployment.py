@@ -39,13 +39,18 @@ GAMES = {"minigrid": ("xminigrid:MiniGrid-FourRooms-v0", "MiniGrid-FourRooms-v0"
          "craftax": ("craftax:Craftax-Classic-Symbolic-v1", "Craftax-Classic-Symbolic-v1")}
 
 
-def frames_per_second(name: str, population: int, steps: int, repeats: int) -> float:
+def setup(name: str, population: int) -> tuple:
+    """(env, learner, learner state) of the cpu preset with B members and 2 env slots each."""
     config = get_config("cpu")
     config.cascade.population = population
     config.env.name, config.env.num_envs = name, 2 * population
     env = envs.make(name, config.env.num_envs, seed=0, **dict(config.env.overrides))
     learner = cascade_train.Learner(config, env.obs_space, env.act_space)
-    state = jax.jit(learner.init)(jax.random.PRNGKey(0))
+    return env, learner, jax.jit(learner.init)(jax.random.PRNGKey(0))
+
+
+def frames_per_second(name: str, population: int, steps: int, repeats: int) -> float:
+    env, learner, state = setup(name, population)
     capacity = steps * (repeats + 1)
     replay_state = replay.init(replay.env_spec(env), capacity, env.num_envs)
     params = (state.wm.params, state.population.members.actor.params)
@@ -60,18 +65,13 @@ def frames_per_second(name: str, population: int, steps: int, repeats: int) -> f
         if i:   # the first one compiles
             times.append(time.perf_counter() - start)
     env.close()
-    return steps * config.env.num_envs / float(np.median(times))
+    return steps * env.num_envs / float(np.median(times))
 
 
 def acting_frames_per_second(name: str, population: int, steps: int, repeats: int) -> float:
     """Frames/s of the population's acting alone: `steps` calls of `Learner._act` in one
     compiled scan, on the env's first observation (is_first False after the first step)."""
-    config = get_config("cpu")
-    config.cascade.population = population
-    config.env.name, config.env.num_envs = name, 2 * population
-    env = envs.make(name, config.env.num_envs, seed=0, **dict(config.env.overrides))
-    learner = cascade_train.Learner(config, env.obs_space, env.act_space)
-    state = jax.jit(learner.init)(jax.random.PRNGKey(0))
+    env, learner, state = setup(name, population)
     inputs = jax.tree.map(jnp.asarray, online.policy_inputs(env, env.reset()))
     env.close()
 
@@ -92,7 +92,7 @@ def acting_frames_per_second(name: str, population: int, steps: int, repeats: in
         jax.block_until_ready(act_loop(*args, jax.random.PRNGKey(i)))
         if i:
             times.append(time.perf_counter() - start)
-    return steps * config.env.num_envs / float(np.median(times))
+    return steps * env.num_envs / float(np.median(times))
 
 
 def main(argv):
