@@ -8,11 +8,12 @@ Stages, checkpointed (numbered by gradient steps over stages) and resumable:
    its index in `games`; the variant picks the losses (config.py);
 3. evaluation on every pretraining game: `eval.episodes` parallel episodes with the JAX-native
    env, acting greedily in Q ('greedy') and (`eval.beam`) by beam search in the model ('beam'),
-   the whole episode one `lax.while_loop`; scores normalized by the dataset's random and data-generating-agent
-   returns (0 = random, 1 = the agent);
-4. (`finetune.enabled`) few-shot: the pretrained model finetuned on the first `finetune.transitions` rows of the
-   held-out game (new task id), vs the same model trained from scratch on the same rows for
-   the same steps; both evaluated greedily on the held-out game.
+   the whole episode one `lax.while_loop`; scores normalized by the dataset's random and
+   data-generating-agent returns (0 = random, 1 = the agent);
+4. (`finetune.enabled`) few-shot: the pretrained model finetuned on the first
+   `finetune.transitions` rows of the held-out game (new task id), vs the same model trained
+   from scratch on the same rows for the same steps; both evaluated greedily on the held-out
+   game.
 `eval.json` holds the results; a finished run returns it.
 
 Acting reads only the current frame (positions 0 .. G-1), like step 0 of every training window;
