@@ -7,8 +7,8 @@ A run is (tag, train function as 'module:name', config dict, workdir); the train
 
 Records of finished runs (config.json, eval.json, wall.json: a few kB, no checkpoints) can be
 archived under the repository (`archive_records`) and restored into a fresh output directory
-(`restore_records`), so a grid too long for one machine's session is finished over several:
-the binaries return a finished run's eval.json after checking that its config.json matches.
+(`restore_records`), so a grid too long for one machine's session is finished over several;
+`run_missing` reuses a finished run only if its config.json matches the grid's config for it.
 """
 import importlib
 import json
@@ -100,10 +100,15 @@ def run_all(runs: Sequence[Run], jobs: int = 1) -> None:
 def run_missing(runs: Sequence[Run], jobs: int = 1, report_only: bool = False,
                 done_file: str = EVAL_FILE) -> list:
     """Runs (`run_all`) the runs whose workdir has no `done_file` yet, unless `report_only`;
-    prints what is reused or left out. Returns the runs that are finished, in order."""
+    prints what is reused or left out. Returns the runs that are finished, in order. A finished
+    run whose config.json differs from the grid's config for it is refused (`UserError` naming
+    the fields): a grid never mixes runs of other settings into its table."""
+    import ml_collections
+    from jaxwm.runtime.workdir import check_saved_config
     todo, finished = [], []
     for r in runs:
         if os.path.exists(os.path.join(r.workdir, done_file)):
+            check_saved_config(ml_collections.ConfigDict(r.config), r.workdir)
             print(f"{r.tag}: finished run reused", flush=True)
         elif report_only:
             print(f"{r.tag}: not finished, left out", flush=True)

@@ -5,8 +5,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from jaxwm.runtime import goal_reaching, grid
 from jaxwm.runtime.logging import write_json
+from jaxwm.runtime.workdir import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -79,3 +82,14 @@ def test_restore_never_overwrites_and_archive_keeps_records_only(tmp_path):
     other = tmp_path / "other"
     assert grid.archive_records(str(out), str(other)) == 1      # 'a' is not finished
     assert sorted(os.listdir(other / "b" / "seed_0")) == [goal_reaching.EVAL_FILE]
+
+
+def test_a_finished_run_of_other_settings_is_refused_not_mixed_in(tmp_path):
+    workdir = str(tmp_path / "a" / "seed_0")
+    fake_run(workdir, 0.5, 0.5)
+    write_json(os.path.join(workdir, "config.json"), {"seed": 0, "train": {"steps": 4000}})
+    same = grid.Run("a", "unused:fn", {"seed": 0, "train": {"steps": 4000}}, workdir)
+    assert grid.run_missing([same]) == [same]          # reused, nothing run
+    other = same._replace(config={"seed": 0, "train": {"steps": 2000}})
+    with pytest.raises(UserError, match="train.steps: 4000 -> 2000"):
+        grid.run_missing([other])
