@@ -26,7 +26,7 @@ from jaxwm.agents.cascade import train as cascade_train
 from jaxwm.agents.cascade.config import get_config
 from jaxwm.data import replay
 from jaxwm.runtime import online
-from jaxwm.runtime.logging import save_benchmark
+from jaxwm.runtime.logging import median_seconds, save_benchmark
 
 flags.DEFINE_list("populations", ["1", "4", "10"], "Population sizes B.")
 flags.DEFINE_list("games", ["minigrid", "craftax"], "Games: minigrid, craftax.")
@@ -85,14 +85,8 @@ def acting_frames_per_second(name: str, population: int, steps: int, repeats: in
         return jax.lax.scan(body, carry, jnp.arange(steps))
 
     args = (state.wm.params, state.population.members.actor.params,
-            learner.wm.initial_carry(env.num_envs))
-    times = []
-    for i in range(repeats + 1):
-        start = time.perf_counter()
-        jax.block_until_ready(act_loop(*args, jax.random.PRNGKey(i)))
-        if i:
-            times.append(time.perf_counter() - start)
-    return steps * env.num_envs / float(np.median(times))
+            learner.wm.initial_carry(env.num_envs), jax.random.PRNGKey(0))
+    return steps * env.num_envs / median_seconds(lambda: act_loop(*args), repeats)
 
 
 def main(argv):
