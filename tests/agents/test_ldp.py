@@ -1,6 +1,7 @@
 """Latent Diffusion Planning agent: every variant end to end on the smoke preset."""
 import json
 import os
+import shutil
 
 import pytest
 
@@ -37,6 +38,26 @@ def test_every_variant_smoke(wall_dataset, tmp_path, variant):
     assert ("train/planner_loss" in keys) == variant.startswith("ldp")
     # A finished run is reused as is.
     assert ldp_train.train_and_evaluate(smoke(variant, wall_dataset), workdir) == result
+    if variant == "ldp":
+        check_resumes(smoke(variant, wall_dataset), workdir, result)
+
+
+def check_resumes(c, workdir, first):
+    """A run killed in its evaluation (after the model checkpoint) or in stage 2 (after the VAE
+    checkpoint) ends with the same evaluation, and logs no (step, key) twice."""
+    same = lambda r: {k: v for k, v in r.items() if not k.startswith(("plan_", "decisions", "sec"))}
+    checkpoints = os.path.join(workdir, "checkpoints")
+    vae_end = c.vae.steps
+    for kill_after in (vae_end + c.train.steps, vae_end):
+        os.remove(os.path.join(workdir, ldp_train.EVAL_FILE))
+        for step in os.listdir(checkpoints):
+            if step.isdigit() and int(step) > kill_after:
+                shutil.rmtree(os.path.join(checkpoints, step))
+        assert same(ldp_train.train_and_evaluate(c, workdir)) == same(first)
+        assert sorted(os.listdir(checkpoints)) == [str(vae_end), str(vae_end + c.train.steps)]
+    records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+    logged = [(r["step"], k) for r in records for k in r if k != "step"]
+    assert len(logged) == len(set(logged))
 
 
 def test_bad_values_name_the_field(wall_dataset, tmp_path):

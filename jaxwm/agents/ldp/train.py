@@ -165,27 +165,35 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     k_vae, k_init, k_train, k_eval = jax.random.split(key, 4)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), 2)
     save_config(c, workdir)
-    logger = RunLogger(workdir, total=c.vae.steps + c.train.steps, desc=f"ldp/{c.variant}",
+    vae_params = vae_lib.init(models.vae, k_vae)
+    vae_opt = optax.adam(c.vae.lr)
+    vae_state = State(vae_params, vae_opt.init(vae_params))
+    params = models.init(k_init)
+    model_opt = optax.adamw(c.train.lr, weight_decay=1e-4)
+    state = State(params, model_opt.init(params))
+    stage2 = c.vae.steps + c.train.steps
+    # Restore before logging (records logged after the checkpoint, by a kill, are dropped); each
+    # stage's checkpoint holds the states trained so far: {"vae"}, then {"vae", "model"}.
+    done, meta = ckpt.latest_step() or 0, {}
+    if done:
+        tree = {"vae": vae_state, "model": state} if done >= stage2 else {"vae": vae_state}
+        _, tree, meta = ckpt.restore_latest(tree)
+        vae_state, state = tree["vae"], tree.get("model", state)
+    logger = RunLogger(workdir, total=stage2, start=done, desc=f"ldp/{c.variant}",
                        enable_bar=c.train.progress_bar,
-                       show_keys=("vae/loss", "train/planner_loss", "train/action_loss"))
+                       show_keys=("vae/loss", "train/planner_loss", "train/action_loss"),
+                       keep_records=meta.get("records", 0) if done else 0)
     try:
         # --- stage 1: VAE ----------------------------------------------------------------------
         frames = jnp.asarray(np.concatenate([demos["image"], subopt["image"]], 1).reshape(
             -1, *demos["image"].shape[2:]))
-        vae_params = vae_lib.init(models.vae, k_vae)
-        opt = optax.adam(c.vae.lr)
-        vae_state = State(vae_params, opt.init(vae_params))
-        done = ckpt.latest_step() or 0
-        if done:
-            _, tree, _ = ckpt.restore_latest({"vae": vae_state})
-            vae_state = tree["vae"]
-        else:
+        if not done:
             def vae_step(state, key):   # conv gradients: a host loop on CPU (runtime.steps)
                 k_idx, k_loss = jax.random.split(key)
                 images = frames[jax.random.randint(k_idx, (c.vae.batch_size,), 0, len(frames))]
                 grads, metrics = jax.grad(lambda p: vae_lib.vae_loss(
                     models.vae, p, images, k_loss, c.vae.kl_weight), has_aux=True)(state.params)
-                updates, opt_state = opt.update(grads, state.opt_state)
+                updates, opt_state = vae_opt.update(grads, state.opt_state)
                 return State(optax.apply_updates(state.params, updates), opt_state), metrics
 
             chunk = max(c.train.log_every // 5, 1)
@@ -196,7 +204,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 done += num
                 logger.log(done, {f"vae/{k}": v[-1] for k, v in metrics.items()})
                 logger.advance(done)
-            ckpt.save(done, {"vae": vae_state}, {"stage": "vae"})
+            ckpt.save(done, {"vae": vae_state}, {"stage": "vae", "records": logger.records})
         encode = jax.jit(lambda x: vae_lib.encode_mean(models.vae, vae_state.params, x))
 
         def latents(images):
@@ -221,9 +229,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         else:
             demo_data = idm_data = device_data(take_episodes(demos, labelled),
                                                z_demos[:, :labelled], span)
-        params = models.init(k_init)
-        opt = optax.adamw(c.train.lr, weight_decay=1e-4)
-        state = State(params, opt.init(params))
 
         def step(state, key):
             k_plan, k_idm, k_loss = jax.random.split(key, 3)
@@ -233,13 +238,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 other = sample_batch(models, idm_data, k_idm, c.train.batch_size, False)
                 batch = {**batch, "cond_next": other["cond_next"], "action": other["action"]}
             grads, metrics = jax.grad(models.loss, has_aux=True)(state.params, batch, k_loss)
-            updates, opt_state = opt.update(grads, state.opt_state, state.params)
+            updates, opt_state = model_opt.update(grads, state.opt_state, state.params)
             return State(optax.apply_updates(state.params, updates), opt_state), metrics
 
-        stage2 = c.vae.steps + c.train.steps
-        if done >= stage2:
-            _, tree, _ = ckpt.restore_latest({"vae": vae_state, "model": state})
-            state = tree["model"]
         run = steps_lib.repeat_steps(step)
         while done < stage2:
             num = min(c.train.log_every, stage2 - done)
@@ -248,7 +249,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             logger.log(done, {f"train/{k}": v.mean() for k, v in metrics.items()})
             logger.advance(done)
             if done == stage2:
-                ckpt.save(done, {"vae": vae_state, "model": state}, {"stage": "model"})
+                ckpt.save(done, {"vae": vae_state, "model": state},
+                          {"stage": "model", "records": logger.records})
         # --- stage 3: evaluation -------------------------------------------------------------
         result = evaluate(models, state.params, encode, normalize, k_eval)
         logger.log(stage2, {f"eval/{k}": v for k, v in result.items() if not isinstance(v, list)})
