@@ -20,9 +20,14 @@ References:
 
 Conventions: the K diffusion steps are indexed t = 0 .. K-1 (the papers' 1 .. K); abar_{-1} = 1.
 A denoiser is any function `denoise_fn(params, x_t [B, ...], t int32 [B], cond [B, C] | None) ->
-eps_hat [B, ...]`, e.g. `lambda p, x, t, c: module.apply(p, x, t, c)`. Samplers are a
-`lax.scan` over the denoising steps; `denoise_fn`, `shape`, the number of DDIM steps, `guidance`
-(when 0) and `clip_x0` are static (Python values under jit).
+[B, ...]`, e.g. `lambda p, x, t, c: module.apply(p, x, t, c)`, predicting per `prediction`
+either the noise eps ('eps', DDPM's L_simple) or the data x0 ('x0', as Diffuser's trajectory
+planner, Janner et al. 2022). With eps-prediction x0_hat = (x_t - sqrt(1 - abar) eps_hat) /
+sqrt(abar) multiplies the denoiser's error by sqrt((1 - abar) / abar): at the cosine schedule's
+last step (abar ~ 1e-6 for K = 50) by ~1000, so samplers start from a wild x0_hat unless it is
+clipped; x0-prediction has no such factor. Samplers are a `lax.scan` over the denoising steps;
+`denoise_fn`, `shape`, the number of DDIM steps, `guidance` (when 0), `clip_x0` and
+`prediction` are static (Python values under jit).
 """
 import math
 from collections.abc import Callable, Sequence
@@ -38,6 +43,7 @@ from jaxwm.nn.blocks import MLP
 from jaxwm.nn.vit import TransformerBlock
 
 SCHEDULES = ("cosine", "linear")
+PREDICTIONS = ("eps", "x0")
 
 DenoiseFn = Callable[[Any, jax.Array, jax.Array, Any], jax.Array]
 
@@ -107,13 +113,16 @@ def drop_condition(cond: jax.Array, drop_prob: float, key: jax.Array) -> jax.Arr
 
 
 def ddpm_loss(denoise_fn: DenoiseFn, params: Any, schedule: Schedule, x0: jax.Array,
-              cond: jax.Array | None, key: jax.Array, cond_drop_prob: float = 0.0) -> jax.Array:
+              cond: jax.Array | None, key: jax.Array, cond_drop_prob: float = 0.0,
+              prediction: str = "eps") -> jax.Array:
     """L_simple of Ho et al. (2020) Eq. 14: mean over all elements of
-    (eps - eps_hat(x_t, t, cond))^2 with t ~ U{0 .. K-1} and eps ~ N(0, I) per example.
+    (eps - eps_hat(x_t, t, cond))^2 with t ~ U{0 .. K-1} and eps ~ N(0, I) per example; with
+    prediction 'x0', of (x0 - x0_hat(x_t, t, cond))^2.
 
     x0: float [B, ...]; cond: [B, C] or None; cond_drop_prob: probability of zeroing each
     example's condition (classifier-free guidance training) -> loss [].
     """
+    _check_prediction("ddpm_loss", prediction)
     if cond is None and cond_drop_prob > 0:
         raise ValueError(f"ddpm_loss: cond_drop_prob={cond_drop_prob} needs a condition, "
                          f"got cond=None")
@@ -123,9 +132,10 @@ def ddpm_loss(denoise_fn: DenoiseFn, params: Any, schedule: Schedule, x0: jax.Ar
     noise = jax.random.normal(key_noise, x0.shape, x0.dtype)
     if cond is not None and cond_drop_prob > 0:
         cond = drop_condition(cond, cond_drop_prob, key_drop)
-    eps_hat = denoise_fn(params, q_sample(schedule, x0, t, noise), t, cond)
-    chex.assert_equal_shape([eps_hat, noise])
-    return jnp.mean(jnp.square(eps_hat - noise))
+    out = denoise_fn(params, q_sample(schedule, x0, t, noise), t, cond)
+    target = noise if prediction == "eps" else x0
+    chex.assert_equal_shape([out, target])
+    return jnp.mean(jnp.square(out - target))
 
 
 def guided_eps(denoise_fn: DenoiseFn, params: Any, x_t: jax.Array, t: jax.Array,
@@ -133,6 +143,7 @@ def guided_eps(denoise_fn: DenoiseFn, params: Any, x_t: jax.Array, t: jax.Array,
     """Classifier-free guided noise prediction (Ho & Salimans 2022, Eq. 6):
     eps = (1 + w) eps(x_t, t, cond) - w eps(x_t, t, 0), w = `guidance`.
 
+    With x0-prediction the same combination applies to the predicted x0.
     x_t [B, ...], t int32 [B], cond [B, C] or None -> [B, ...]. w = 0 (a Python number) costs one
     denoiser call; otherwise both are computed in one call on a doubled batch.
     """
@@ -146,17 +157,30 @@ def guided_eps(denoise_fn: DenoiseFn, params: Any, x_t: jax.Array, t: jax.Array,
     return (1.0 + guidance) * eps_c - guidance * eps_u
 
 
-def _predict_x0(abar: jax.Array, x_t: jax.Array, eps: jax.Array, clip_x0: float | None):
-    """x0_hat = (x_t - sqrt(1 - abar) eps) / sqrt(abar), optionally clipped to [-c, c]; when
-    clipped, eps is recomputed from the clipped x0_hat so that both stay consistent."""
-    x0 = (x_t - jnp.sqrt(1.0 - abar) * eps) / jnp.sqrt(abar)
+def _predict_x0(abar: jax.Array, x_t: jax.Array, out: jax.Array, clip_x0: float | None,
+                prediction: str = "eps"):
+    """(x0_hat, eps_hat) from the denoiser's output: eps-prediction x0_hat = (x_t - sqrt(1 - abar)
+    eps) / sqrt(abar), x0-prediction x0_hat = out; x0_hat optionally clipped to [-c, c]. When
+    clipped or predicted, eps_hat = (x_t - sqrt(abar) x0_hat) / sqrt(1 - abar), consistent with
+    x0_hat."""
+    if prediction == "eps":
+        x0, eps = (x_t - jnp.sqrt(1.0 - abar) * out) / jnp.sqrt(abar), out
+    else:
+        x0 = out
     if clip_x0 is not None:
         x0 = jnp.clip(x0, -clip_x0, clip_x0)
+    if clip_x0 is not None or prediction == "x0":
         eps = (x_t - jnp.sqrt(abar) * x0) / jnp.sqrt(1.0 - abar)
     return x0, eps
 
 
-def _check_sampler_args(name, shape, cond, clip_x0):
+def _check_prediction(name, prediction):
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"{name}: prediction={prediction!r} is not one of {PREDICTIONS}")
+
+
+def _check_sampler_args(name, shape, cond, clip_x0, prediction):
+    _check_prediction(name, prediction)
     if not shape or any(not isinstance(d, (int, np.integer)) or d < 1 for d in shape):
         raise ValueError(f"{name}: shape={shape!r} must be a tuple of positive ints (B, ...)")
     if cond is not None and cond.shape[0] != shape[0]:
@@ -168,7 +192,7 @@ def _check_sampler_args(name, shape, cond, clip_x0):
 
 def ddpm_sample(denoise_fn: DenoiseFn, params: Any, schedule: Schedule, shape: Sequence[int],
                 cond: jax.Array | None, key: jax.Array, guidance: float = 0.0,
-                clip_x0: float | None = None) -> jax.Array:
+                clip_x0: float | None = None, prediction: str = "eps") -> jax.Array:
     """Ancestral sampling (Ho et al. 2020, Alg. 2, through x0_hat as in their Eq. 7): from
     x_{K-1} ~ N(0, I), for t = K-1 .. 0
         x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)       (eps guided, x0_hat clipped)
@@ -180,7 +204,7 @@ def ddpm_sample(denoise_fn: DenoiseFn, params: Any, schedule: Schedule, shape: S
 
     shape: (B, ...) of the samples; cond [B, C] or None -> x_0 float32 [B, ...].
     """
-    _check_sampler_args("ddpm_sample", shape, cond, clip_x0)
+    _check_sampler_args("ddpm_sample", shape, cond, clip_x0, prediction)
     shape = tuple(int(d) for d in shape)
     key_init, key_steps = jax.random.split(key)
     num = schedule.num_steps
@@ -196,7 +220,7 @@ def ddpm_sample(denoise_fn: DenoiseFn, params: Any, schedule: Schedule, shape: S
         beta = 1.0 - alpha
         eps = guided_eps(denoise_fn, params, x, jnp.full((shape[0],), t, jnp.int32), cond,
                          guidance)
-        x0, _ = _predict_x0(abar, x, eps, clip_x0)
+        x0, _ = _predict_x0(abar, x, eps, clip_x0, prediction)
         mean = (jnp.sqrt(abar_prev) * beta / (1.0 - abar)) * x0 + (
             jnp.sqrt(alpha) * (1.0 - abar_prev) / (1.0 - abar)) * x
         var = (1.0 - abar_prev) / (1.0 - abar) * beta
@@ -219,7 +243,8 @@ def ddim_timesteps(num_steps: int, steps: int) -> np.ndarray:
 
 def ddim_sample(denoise_fn: DenoiseFn, params: Any, schedule: Schedule, shape: Sequence[int],
                 cond: jax.Array | None, key: jax.Array, steps: int, eta: float = 0.0,
-                guidance: float = 0.0, clip_x0: float | None = None) -> jax.Array:
+                guidance: float = 0.0, clip_x0: float | None = None,
+                prediction: str = "eps") -> jax.Array:
     """DDIM sampling (Song et al. 2021, Eq. 12 with sigma of Eq. 16) on `ddim_timesteps(K,
     steps)` = tau_1 > ... > tau_S, then to abar = 1: from x ~ N(0, I), for each t with next
     index s (abar_s = 1 after the last)
@@ -230,7 +255,7 @@ def ddim_sample(denoise_fn: DenoiseFn, params: Any, schedule: Schedule, shape: S
 
     shape: (B, ...); cond [B, C] or None -> x_0 float32 [B, ...].
     """
-    _check_sampler_args("ddim_sample", shape, cond, clip_x0)
+    _check_sampler_args("ddim_sample", shape, cond, clip_x0, prediction)
     shape = tuple(int(d) for d in shape)
     taus = ddim_timesteps(schedule.num_steps, steps)
     key_init, key_steps = jax.random.split(key)
@@ -241,7 +266,7 @@ def ddim_sample(denoise_fn: DenoiseFn, params: Any, schedule: Schedule, shape: S
         abar = schedule.alpha_bars[t]
         eps = guided_eps(denoise_fn, params, x, jnp.full((shape[0],), t, jnp.int32), cond,
                          guidance)
-        x0, eps = _predict_x0(abar, x, eps, clip_x0)
+        x0, eps = _predict_x0(abar, x, eps, clip_x0, prediction)
         sigma = eta * jnp.sqrt((1.0 - abar_s) / (1.0 - abar) * (1.0 - abar / abar_s))
         direction = jnp.sqrt(jnp.maximum(1.0 - abar_s - sigma ** 2, 0.0)) * eps
         noise = jax.random.normal(step_key, shape, jnp.float32)

@@ -35,8 +35,15 @@ def run_grid(tasks: Sequence[str], variants: Sequence[str], seeds: int, out_dir:
     return out
 
 
+# Errors on held-out demonstrations that some agents report (LDP's `demo_errors`), as columns.
+DEMO_ERRORS = {"demo_action_var": "action variance", "policy_action_mse": "policy action MSE",
+               "idm_action_mse": "IDM action MSE", "plan_mse": "plan latent MSE",
+               "still_mse": "standing-still latent MSE"}
+
+
 def run_scores(workdir: str) -> dict:
-    """One run's scores in % and minutes (and planning ms per decision, s per batch)."""
+    """One run's scores in % and minutes (and planning ms per decision, s per batch, and the
+    DEMO_ERRORS it reports)."""
     with open(os.path.join(workdir, EVAL_FILE)) as f:
         e = json.load(f)
     out = {"success": 100.0 * e["success_rate"], "ever": 100.0 * e["ever_success_rate"],
@@ -44,7 +51,26 @@ def run_scores(workdir: str) -> dict:
     if "plan_seconds_per_decision" in e:
         out["plan_ms"] = 1000.0 * e["plan_seconds_per_decision"]
         out["plan_batch_s"] = e["plan_seconds_per_batch"]
+    out.update({k: e[k] for k in DEMO_ERRORS if k in e})
     return out
+
+
+def demo_error_table(variants: Mapping, names: Mapping) -> list:
+    """Markdown lines: the mean over seeds of each DEMO_ERRORS key (- where a row has none);
+    no lines if no run reports them."""
+    keys = [k for k in DEMO_ERRORS if any(k in r for seeds in variants.values()
+                                           for r in seeds.values())]
+    if not keys:
+        return []
+    lines = ["", "Errors on the demonstrations whose actions no row trained on (mean over seeds; "
+             "latents standardized, goal = the episode's last frame):", "",
+             "| variant | " + " | ".join(DEMO_ERRORS[k] for k in keys) + " |",
+             "|---|" + "---|" * len(keys)]
+    for v, seeds in variants.items():
+        cells = [f"{np.mean([r[k] for r in seeds.values()]):.3f}"
+                 if all(k in r for r in seeds.values()) else "-" for k in keys]
+        lines.append(f"| {names.get(v, v)} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def report(rows: Mapping, names: Mapping, reference: str, reps: int, goals: int) -> tuple:
@@ -74,7 +100,7 @@ def report(rows: Mapping, names: Mapping, reference: str, reps: int, goals: int)
                                                     reps)
                     lines.append(f"- vs {names.get(v, v)}: "
                                  f"{run_stats.format_difference(paired[v])}")
-        lines.append("")
+        lines += demo_error_table(variants, names) + [""]
         results[task] = {"iqm": st, "paired": paired}
     return "\n".join(lines), results
 

@@ -3,6 +3,8 @@ import json
 import os
 import shutil
 
+import jax
+import numpy as np
 import pytest
 
 from jaxwm.agents.ldp import config as ldp_config
@@ -36,6 +38,9 @@ def test_every_variant_smoke(wall_dataset, tmp_path, variant):
     keys = set().union(*records)
     assert "vae/loss" in keys and "eval/success_rate" in keys
     assert ("train/planner_loss" in keys) == variant.startswith("ldp")
+    errors = {"demo_action_var", "policy_action_mse"} | (
+        {"idm_action_mse", "plan_mse", "still_mse"} if variant.startswith("ldp") else set())
+    assert errors <= set(result) and all(np.isfinite(result[k]) for k in errors)
     # A finished run is reused as is.
     assert ldp_train.train_and_evaluate(smoke(variant, wall_dataset), workdir) == result
     if variant == "ldp":
@@ -58,6 +63,24 @@ def check_resumes(c, workdir, first):
     records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
     logged = [(r["step"], k) for r in records for k in r if k != "step"]
     assert len(logged) == len(set(logged))
+
+
+def test_planner_range_and_plans_inside_it():
+    # Per dimension: dim 0 spans [-1, 3] -> centre 1, half-width 2; dim 1 spans [2, 4] -> 3, 1.
+    z = np.array([[[-1.0, 2.0]], [[3.0, 4.0]], [[0.0, 3.0]]])         # [T, N, L]
+    centre, half = ldp_train.plan_range(z)
+    np.testing.assert_allclose(centre, [1, 3])
+    np.testing.assert_allclose(half, [2, 1])
+    # The planner's x0 estimates are clipped to [-1, 1], so an untrained planner's plans (the
+    # last DDIM step returns the clipped x0) stay inside the data's range, whatever the input.
+    c = smoke("ldp", "unused.npz")
+    c.vae.latent_dim = 2
+    models = ldp_train.Models(c, action_size=2)
+    policy = ldp_train.Policy(models, models.init(jax.random.key(0)), (centre, half))
+    inputs = 10 * jax.random.normal(jax.random.key(1), (2, 8, 2))
+    plan = np.asarray(policy.plan(inputs[0], inputs[1], jax.random.key(2)))
+    assert plan.shape == (8, c.planner.horizon, 2)
+    assert (plan >= [-1 - 1e-5, 2 - 1e-5]).all() and (plan <= [3 + 1e-5, 4 + 1e-5]).all()
 
 
 def test_bad_values_name_the_field(wall_dataset, tmp_path):

@@ -100,6 +100,47 @@ def test_samplers_return_x0_with_a_perfect_denoiser(kind):
         np.testing.assert_allclose(sample, x0, atol=1e-4)
 
 
+def test_x0_prediction_samplers_return_x0_and_loss_targets_x0():
+    schedule = diffusion.make_schedule(30, "cosine")
+    x0 = jax.random.normal(jax.random.key(0), (3, 4, 2))
+    fn = lambda p, x_t, t, c: jnp.broadcast_to(x0, x_t.shape)       # the perfect x0 predictor
+    out = jax.jit(lambda k: jnp.stack([
+        diffusion.ddpm_sample(fn, None, schedule, x0.shape, None, k, prediction="x0"),
+        diffusion.ddim_sample(fn, None, schedule, x0.shape, None, k, 7, prediction="x0"),
+        diffusion.ddim_sample(fn, None, schedule, x0.shape, None, k, 7, eta=1.0,
+                              prediction="x0")]))(jax.random.key(1))
+    for sample in out:
+        np.testing.assert_allclose(sample, x0, atol=1e-4)
+    key = jax.random.key(2)
+    assert float(diffusion.ddpm_loss(fn, None, schedule, x0, None, key, prediction="x0")) == 0
+    # x0_hat = 0: the loss is the mean of x0^2, whatever t and the noise.
+    zero = lambda p, x_t, t, c: jnp.zeros_like(x_t)
+    np.testing.assert_allclose(diffusion.ddpm_loss(zero, None, schedule, x0, None, key,
+                                                   prediction="x0"), jnp.mean(x0 ** 2), rtol=1e-6)
+    with pytest.raises(ValueError, match="prediction='v' is not one of"):
+        diffusion.ddim_sample(fn, None, schedule, x0.shape, None, key, 7, prediction="v")
+
+
+def test_eps_prediction_error_is_amplified_at_the_noisy_end_x0_prediction_is_not():
+    # At the cosine schedule's last step (K = 50) abar ~ 1e-6: an eps error d moves x0_hat by
+    # d sqrt((1 - abar) / abar) ~ 1000 d, while an x0 predictor's error passes through as is.
+    # One DDIM step (steps=1: t = K-1, then abar = 1) returns x0_hat itself.
+    schedule = diffusion.make_schedule(50, "cosine")
+    abar = float(schedule.alpha_bars[-1])
+    x0 = jnp.ones((2, 3))
+    d = 0.01
+    eps_fn = lambda p, x, t, c: (x - jnp.sqrt(abar) * x0) / jnp.sqrt(1 - abar) + d
+    x0_fn = lambda p, x, t, c: x0 + d
+    key = jax.random.key(0)
+    # ddim_sample starts from N(0, I) noise, not from x_t; the errors do not depend on x.
+    eps_out = diffusion.ddim_sample(eps_fn, None, schedule, x0.shape, None, key, 1)
+    x0_out = diffusion.ddim_sample(x0_fn, None, schedule, x0.shape, None, key, 1,
+                                   prediction="x0")
+    np.testing.assert_allclose(eps_out - x0, -d * np.sqrt((1 - abar) / abar), rtol=1e-3)
+    assert float(jnp.abs(eps_out - x0).min()) > 5.0
+    np.testing.assert_allclose(x0_out - x0, d, rtol=1e-4)
+
+
 def test_samplers_draw_a_gaussian_data_distribution_with_its_optimal_denoiser():
     # Data x0 ~ N(m, s^2) (1-d). Then x_t ~ N(sqrt(abar) m, v), v = abar s^2 + 1 - abar, and the
     # MMSE noise prediction is E[eps | x_t] = Cov(eps, x_t) / v (x_t - sqrt(abar) m)

@@ -41,6 +41,24 @@ def test_report_exact_iqm_and_paired_differences(tmp_path):
     assert abs(paired["mean"] - (-20.0 / 3)) < 1e-9 and paired["wins"] == 1
     assert "| row A (n=3) | 20.0" in body and "20.0 (1.00)" in body   # planning ms (batch s)
     assert "- vs b: -6.7" in body
+    assert "policy action MSE" not in body           # no run reports demonstration errors
+
+
+def test_report_demo_error_columns_mean_over_seeds(tmp_path):
+    # 'a' reports plan errors 0.2 and 0.4 -> mean 0.300; 'b' (no planner) reports none -> '-'.
+    rows = {"Wall-v0": {"a": {}, "b": {}}}
+    for seed in range(2):
+        for v in ("a", "b"):
+            w = str(tmp_path / v / str(seed))
+            fake_run(w, 0.1, 0.1)
+            e = json.load(open(os.path.join(w, goal_reaching.EVAL_FILE)))
+            e.update(policy_action_mse=0.5 + seed, **({"plan_mse": 0.2 * (seed + 1)} if v == "a"
+                                                      else {}))
+            write_json(os.path.join(w, goal_reaching.EVAL_FILE), e)
+            rows["Wall-v0"][v][seed] = goal_reaching.run_scores(w)
+    body, _ = goal_reaching.report(rows, {}, "a", reps=50, goals=50)
+    assert "| variant | policy action MSE | plan latent MSE |" in body
+    assert "| a | 1.000 | 0.300 |" in body and "| b | 1.000 | - |" in body
 
 
 def test_ldp_script_report_only_with_dino_wm_row_and_archive(tmp_path):

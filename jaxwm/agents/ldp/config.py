@@ -10,7 +10,9 @@ demonstrations only the first `dataset.labelled_demos` episodes keep their actio
   'diffusion_policy'  goal-conditioned diffusion policy over action chunks, labelled demos
   'bc'                goal-conditioned behavior cloning (MLP on latents), labelled demos
 `paper` follows the paper's setup where it states it (16-d VAE latents, planning horizon 16,
-DDPM training, replanning after a few actions); `cpu` sizes train here in minutes; `smoke`
+DDPM training, replanning after a few actions). The planner works on latents scaled per
+dimension to [-1, 1] and clips its x0 estimates there, as Diffusion Policy's normalizer and
+clip_sample do (Chi et al. 2023), which LDP builds on; `cpu` sizes train here in minutes; `smoke`
 seconds, for tests. The datasets are those of the DINO-WM goal tasks (make_dataset.py
 --goal_task): `scripted` = demonstrations, `random` = suboptimal.
 """
@@ -49,6 +51,9 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     p.depth = 6
     p.heads = 8
     p.diffusion_steps = 100            # K of the DDPM
+    p.prediction = "x0"                # denoiser target, 'x0' or 'eps' (models/diffusion.py): with
+                                       #   'eps' the cosine schedule's last step multiplies the
+                                       #   error ~1000x (K = 50; measured: plans off by 50 std)
     p.sample_steps = 10                # DDIM steps at acting time
     p.cond_drop_prob = 0.0             # classifier-free guidance training (0: off)
     p.guidance = 0.0                   # guidance strength w at sampling

@@ -10,7 +10,10 @@ Stages (checkpointed at the end of each, so a killed run resumes at the next sta
 3. evaluation on the goal tasks' fixed start/goal pairs: every `execute` steps the planner
    samples a latent plan by DDIM, the IDM turns (z_t, z_1), (z_1, z_2), ... into the actions
    executed until the next plan. Success at the end of the episode (and ever), planning seconds
-   per decision and decisions/s.
+   per decision and decisions/s, and errors on the demonstrations (`demo_errors`) that show
+   which part fails: the plan, the IDM or their combination.
+The planner's latents are scaled per dimension to [-1, 1] (`plan_range`) and its x0 estimates
+clipped there while sampling: Diffusion Policy's normalizer and clip_sample (Chi et al. 2023).
 """
 import json
 import os
@@ -39,7 +42,9 @@ EVAL_FILE = goal_reaching.EVAL_FILE
 def check_config(c: ml_collections.ConfigDict) -> None:
     """Raises ValueError naming the field and the allowed values."""
     for field, value, allowed in (("task", c.task, ldp_config.TASKS),
-                                  ("variant", c.variant, ldp_config.VARIANTS)):
+                                  ("variant", c.variant, ldp_config.VARIANTS),
+                                  ("planner.prediction", c.planner.prediction,
+                                   diffusion.PREDICTIONS)):
         if value not in allowed:
             raise ValueError(f"{field}={value!r} is not one of {allowed}")
     if c.train.execute > c.planner.horizon:
@@ -106,16 +111,25 @@ class Models:
         if "planner" in params:
             metrics["planner_loss"] = diffusion.ddpm_loss(
                 self.planner.apply, params["planner"], self.plan_schedule, batch["plan"],
-                batch["cond_goal"], k_plan, self.c.planner.cond_drop_prob)
+                batch["cond_goal"], k_plan, self.c.planner.cond_drop_prob,
+                self.c.planner.prediction)
         cond = batch["cond_goal"] if self.c.variant == "diffusion_policy" else batch["cond_next"]
         metrics["action_loss"] = diffusion.ddpm_loss(
             self.idm.apply, params["idm"], self.action_schedule, batch["action"], cond, k_idm)
         return sum(metrics.values()), metrics
 
 
+def plan_range(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(centre, half-width) [L] of latents z [..., L] per dimension: the planner sees
+    (z - centre) / half-width, in [-1, 1] on its training data."""
+    lo, hi = z.reshape(-1, z.shape[-1]).min(0), z.reshape(-1, z.shape[-1]).max(0)
+    return (hi + lo) / 2, np.maximum((hi - lo) / 2, 1e-6)
+
+
 def sample_batch(models: Models, data: dict, key, size: int, planner_data: bool) -> dict:
-    """A batch of (z_t, z_goal), the next H latents, (z_t, z_{t+1}) and the action chunk from
-    the device arrays `data` (latents [T, N, L], actions [T, N, A], starts [K, 2], ends [T, N])."""
+    """A batch of (z_t, z_goal), the next H latents (scaled by data['plan_range']), (z_t,
+    z_{t+1}) and the action chunk from the device arrays `data` (latents [T, N, L], actions
+    [T, N, A], starts [K, 2], ends [T, N], and for the planner plan_range)."""
     c = models.c
     k_idx, k_goal = jax.random.split(key)
     idx = jax.random.randint(k_idx, (size,), 0, data["starts"].shape[0])
@@ -127,7 +141,8 @@ def sample_batch(models: Models, data: dict, key, size: int, planner_data: bool)
            "cond_next": jnp.concatenate([z[t, n], z[t + 1, n]], -1)}
     if planner_data:
         rows = t[:, None] + 1 + jnp.arange(c.planner.horizon)[None]
-        out["plan"] = z[rows, n[:, None]]
+        centre, half = data["plan_range"]
+        out["plan"] = (z[rows, n[:, None]] - centre) / half
     rows = jnp.minimum(t[:, None] + jnp.arange(models.chunk)[None], z.shape[0] - 1)
     out["action"] = data["actions"][rows, n[:, None]].reshape(size, -1)
     return out
@@ -220,6 +235,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         span = c.planner.horizon if c.variant in ("ldp", "ldp_demos") else models.chunk
         labelled = c.dataset.labelled_demos or demos["action"].shape[1]
         z_demos = normalize(z_demos)
+        scale = plan_range(z_demos)   # the planner's training latents: every demo for 'ldp'
         if c.variant == "ldp":   # planner: every demo; IDM: suboptimal + labelled demos
             demo_data = device_data(demos, z_demos, span)
             both = {k: np.concatenate([subopt[k], demos[k][:, :labelled]], 1)
@@ -229,6 +245,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         else:
             demo_data = idm_data = device_data(take_episodes(demos, labelled),
                                                z_demos[:, :labelled], span)
+            scale = plan_range(z_demos[:, :labelled])
+        demo_data["plan_range"] = tuple(jnp.asarray(x) for x in scale)
 
         def step(state, key):
             k_plan, k_idm, k_loss = jax.random.split(key, 3)
@@ -252,7 +270,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 ckpt.save(done, {"vae": vae_state, "model": state},
                           {"stage": "model", "records": logger.records})
         # --- stage 3: evaluation -------------------------------------------------------------
-        result = evaluate(models, state.params, encode, normalize, k_eval)
+        policy = Policy(models, state.params, scale)
+        result = evaluate(models, policy, encode, normalize, k_eval)
+        result.update(demo_errors(policy, demos, z_demos, labelled,
+                                  jax.random.fold_in(k_eval, 1)))
         logger.log(stage2, {f"eval/{k}": v for k, v in result.items() if not isinstance(v, list)})
         result.update(variant=c.variant, task=c.task, seed=c.seed, seconds=time.time() - began)
         write_json(eval_path, result)
@@ -262,42 +283,88 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return result
 
 
-def make_policy(models: Models, params):
-    """Jitted (z [B, L], z_goal [B, L], key) -> actions [B, execute, A] for the next `execute`
-    env steps (one plan)."""
-    c, a = models.c, models.action_size
-    e = c.train.execute
+class Policy:
+    """The variant's jitted acting functions on standardized latents:
+      plan(z [B, L], z_goal [B, L], key) -> the next H latents [B, H, L] (LDP variants)
+      idm(z [B, L], z_next [B, L], key) -> actions [B, A] (LDP variants)
+      act(z, z_goal, key) -> actions [B, execute, A] for the next env steps (one plan; BC: 1)."""
 
-    def act(z, goal, key):
-        b = z.shape[0]
+    def __init__(self, models: Models, params, scale: tuple):
+        self.models, self.params = models, params
+        self.centre, self.half = (jnp.asarray(x) for x in scale)
+        self.plan, self.idm, self.act = (jax.jit(f) for f in (self._plan, self._idm, self._act))
+
+    def _plan(self, z, goal, key):
+        m, c = self.models, self.models.c
+        x = diffusion.ddim_sample(m.planner.apply, self.params["planner"], m.plan_schedule,
+                                  (z.shape[0], c.planner.horizon, z.shape[-1]),
+                                  jnp.concatenate([z, goal], -1), key, c.planner.sample_steps,
+                                  guidance=c.planner.guidance, clip_x0=1.0,
+                                  prediction=c.planner.prediction)
+        return x * self.half + self.centre
+
+    def _idm(self, z, z_next, key):
+        m = self.models
+        return diffusion.ddim_sample(m.idm.apply, self.params["idm"], m.action_schedule,
+                                     (z.shape[0], m.action_size),
+                                     jnp.concatenate([z, z_next], -1), key,
+                                     m.c.idm.sample_steps, clip_x0=1.0)
+
+    def _act(self, z, goal, key):
+        m, params = self.models, self.params
+        c, a, e, b = m.c, m.action_size, m.c.train.execute, z.shape[0]
         k_plan, k_act = jax.random.split(key)
         cond = jnp.concatenate([z, goal], -1)
         if c.variant == "bc":
-            return jnp.tanh(models.bc.apply(params["bc"], cond))[:, None]
+            return jnp.tanh(m.bc.apply(params["bc"], cond))[:, None]
         if c.variant == "diffusion_policy":
-            chunk = diffusion.ddim_sample(models.idm.apply, params["idm"], models.action_schedule,
+            chunk = diffusion.ddim_sample(m.idm.apply, params["idm"], m.action_schedule,
                                           (b, a * e), cond, k_act, c.idm.sample_steps,
                                           clip_x0=1.0)
             return chunk.reshape(b, e, a)
-        plan = diffusion.ddim_sample(models.planner.apply, params["planner"],
-                                     models.plan_schedule, (b, c.planner.horizon, z.shape[-1]),
-                                     cond, k_plan, c.planner.sample_steps,
-                                     guidance=c.planner.guidance)
-        path = jnp.concatenate([z[:, None], plan[:, :e]], 1)               # [B, e + 1, L]
-        pairs = jnp.concatenate([path[:, :-1], path[:, 1:]], -1).reshape(b * e, -1)
-        actions = diffusion.ddim_sample(models.idm.apply, params["idm"], models.action_schedule,
-                                        (b * e, a), pairs, k_act, c.idm.sample_steps,
-                                        clip_x0=1.0)
+        path = jnp.concatenate([z[:, None], self._plan(z, goal, k_plan)[:, :e]], 1)  # [B, e+1, L]
+        actions = self._idm(path[:, :-1].reshape(b * e, -1), path[:, 1:].reshape(b * e, -1),
+                            k_act)
         return actions.reshape(b, e, a)
 
-    return jax.jit(act)
+
+def demo_errors(policy: Policy, demos: dict, z: np.ndarray, labelled: int, key,
+                count: int = 1000) -> dict:
+    """Errors on `count` random transitions (t, t + 1 in one episode) of the demonstrations
+    whose actions no model trained on (episodes >= `labelled`; every episode when all are
+    labelled), z the standardized latents [T, N, L], goal = the episode's last latent:
+      demo_action_var        variance of the demo actions per dimension (= the error of their mean)
+      policy_action_mse      the policy's first action vs a_t
+    and for the LDP variants
+      idm_action_mse         the IDM's action from the true (z_t, z_{t+1}) vs a_t
+      plan_mse, still_mse    mean over k of |plan_k - z_{t+k}|^2 per dimension, and of the
+                             plan that stays at z_t (z_{t+k} held at the episode's end)."""
+    ends = datasets.episode_ends(demos["is_first"])
+    first = labelled if labelled < z.shape[1] else 0
+    t, n = np.nonzero(np.arange(z.shape[0])[:, None] < ends)
+    keep = n >= first
+    pick = np.random.default_rng(0).permutation(int(keep.sum()))[:count]
+    t, n = t[keep][pick], n[keep][pick]
+    actions, goal = demos["action"][t, n], z[ends[t, n], n]
+    k_act, k_idm, k_plan = jax.random.split(key, 3)
+    out = {"demo_action_var": float(actions.var(0).mean()),
+           "policy_action_mse": float(np.mean(np.square(
+               np.asarray(policy.act(z[t, n], goal, k_act))[:, 0] - actions)))}
+    if "planner" in policy.params:
+        out["idm_action_mse"] = float(np.mean(np.square(
+            np.asarray(policy.idm(z[t, n], z[t + 1, n], k_idm)) - actions)))
+        horizon = policy.models.c.planner.horizon
+        future = np.stack([z[np.minimum(t + k, ends[t, n]), n] for k in range(1, horizon + 1)], 1)
+        plan = np.asarray(policy.plan(z[t, n], goal, k_plan))
+        out["plan_mse"] = float(np.mean(np.square(plan - future)))
+        out["still_mse"] = float(np.mean(np.square(z[t, n][:, None] - future)))
+    return out
 
 
-def evaluate(models: Models, params, encode, normalize, key) -> dict:
+def evaluate(models: Models, policy: Policy, encode, normalize, key) -> dict:
     """Success over the task's fixed start/goal pairs; BC acts every step, the others execute
     `train.execute` actions per plan."""
-    c = models.c
-    act = make_policy(models, params)
+    c, act = models.c, policy.act
     success, ever, seconds, plans = [], [], 0.0, 0
     with goal_tasks.make_goal_task(c.task, num_envs=c.eval.batch, seed=c.eval.seed) as task:
         starts, goals = task.eval_pairs(c.eval.goals, c.eval.seed)
