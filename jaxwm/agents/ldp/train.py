@@ -235,7 +235,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         span = c.planner.horizon if c.variant in ("ldp", "ldp_demos") else models.chunk
         labelled = c.dataset.labelled_demos or demos["action"].shape[1]
         z_demos = normalize(z_demos)
-        scale = plan_range(z_demos)   # the planner's training latents: every demo for 'ldp'
         if c.variant == "ldp":   # planner: every demo; IDM: suboptimal + labelled demos
             demo_data = device_data(demos, z_demos, span)
             both = {k: np.concatenate([subopt[k], demos[k][:, :labelled]], 1)
@@ -245,7 +244,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         else:
             demo_data = idm_data = device_data(take_episodes(demos, labelled),
                                                z_demos[:, :labelled], span)
-            scale = plan_range(z_demos[:, :labelled])
+        scale = plan_range(np.asarray(demo_data["z"]))   # of the planner's training latents
         demo_data["plan_range"] = tuple(jnp.asarray(x) for x in scale)
 
         def step(state, key):
