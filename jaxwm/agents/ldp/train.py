@@ -153,6 +153,39 @@ def take_episodes(arrays: dict, count: int) -> dict:
     return {k: arrays[k][:, :count] for k in ("action", "is_first")}
 
 
+def train_vae(models: Models, opt, state: State, frames: jax.Array, key, start: int, stop: int,
+              on_chunk=None) -> State:
+    """Stage 1 from VAE step `start` to `stop` on random frames [N, 64, 64, 3]; chunk i of
+    steps uses the key fold_in(key, its first step), so training in pieces gives the same VAE.
+    Conv gradients: a host loop on CPU (runtime.steps). on_chunk(step, metrics [n, ...])."""
+    c = models.c
+
+    def vae_step(state, key):
+        k_idx, k_loss = jax.random.split(key)
+        images = frames[jax.random.randint(k_idx, (c.vae.batch_size,), 0, len(frames))]
+        grads, metrics = jax.grad(lambda p: vae_lib.vae_loss(
+            models.vae, p, images, k_loss, c.vae.kl_weight), has_aux=True)(state.params)
+        updates, opt_state = opt.update(grads, state.opt_state)
+        return State(optax.apply_updates(state.params, updates), opt_state), metrics
+
+    chunk, run, done = max(c.train.log_every // 5, 1), steps_lib.repeat_steps(vae_step), start
+    while done < stop:
+        num = min(chunk - done % chunk, stop - done)
+        state, metrics = run(state, jax.random.fold_in(key, done), num)
+        done += num
+        if on_chunk:
+            on_chunk(done, metrics)
+    return state
+
+
+def latents(models: Models, vae_params, images: np.ndarray) -> np.ndarray:
+    """Posterior means [T, E, L] of frames [T, E, 64, 64, 3], encoded 512 at a time."""
+    encode = jax.jit(lambda x: vae_lib.encode_mean(models.vae, vae_params, x))
+    flat = images.reshape(-1, *images.shape[2:])
+    z = np.concatenate([np.asarray(encode(flat[i:i + 512])) for i in range(0, len(flat), 512)])
+    return z.reshape(*images.shape[:2], -1)
+
+
 def device_data(arrays: dict, z: np.ndarray, span: int) -> dict:
     return {"z": jnp.asarray(z), "actions": jnp.asarray(arrays["action"]),
             "ends": jnp.asarray(datasets.episode_ends(arrays["is_first"])),
@@ -203,32 +236,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         frames = jnp.asarray(np.concatenate([demos["image"], subopt["image"]], 1).reshape(
             -1, *demos["image"].shape[2:]))
         if not done:
-            def vae_step(state, key):   # conv gradients: a host loop on CPU (runtime.steps)
-                k_idx, k_loss = jax.random.split(key)
-                images = frames[jax.random.randint(k_idx, (c.vae.batch_size,), 0, len(frames))]
-                grads, metrics = jax.grad(lambda p: vae_lib.vae_loss(
-                    models.vae, p, images, k_loss, c.vae.kl_weight), has_aux=True)(state.params)
-                updates, opt_state = vae_opt.update(grads, state.opt_state)
-                return State(optax.apply_updates(state.params, updates), opt_state), metrics
+            def log(step, metrics):
+                logger.log(step, {f"vae/{k}": v[-1] for k, v in metrics.items()})
+                logger.advance(step)
 
-            chunk = max(c.train.log_every // 5, 1)
-            run = steps_lib.repeat_steps(vae_step)
-            while done < c.vae.steps:
-                num = min(chunk, c.vae.steps - done)
-                vae_state, metrics = run(vae_state, jax.random.fold_in(k_vae, done), num)
-                done += num
-                logger.log(done, {f"vae/{k}": v[-1] for k, v in metrics.items()})
-                logger.advance(done)
+            vae_state = train_vae(models, vae_opt, vae_state, frames, k_vae, done,
+                                  c.vae.steps, log)
+            done = c.vae.steps
             ckpt.save(done, {"vae": vae_state}, {"stage": "vae", "records": logger.records})
+        z_demos, z_subopt = (latents(models, vae_state.params, d["image"]) for d in (demos, subopt))
         encode = jax.jit(lambda x: vae_lib.encode_mean(models.vae, vae_state.params, x))
-
-        def latents(images):
-            flat = images.reshape(-1, *images.shape[2:])
-            z = np.concatenate([np.asarray(encode(flat[i:i + 512]))
-                                for i in range(0, len(flat), 512)])
-            return z.reshape(*images.shape[:2], -1)
-
-        z_demos, z_subopt = latents(demos["image"]), latents(subopt["image"])
         mean, std = z_demos.mean((0, 1)), z_demos.std((0, 1)) + 1e-6
         normalize = lambda z: (z - mean) / std
         # --- stage 2: planner and IDM / policy -----------------------------------------------
