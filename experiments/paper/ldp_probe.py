@@ -63,18 +63,7 @@ def probe_seed(task: str, seed: int, milestones: list) -> list:
     return out
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    bad = [t for t in FLAGS.tasks if t not in ldp_config.TASKS]
-    milestones = [int(s) for s in FLAGS.vae_steps]
-    if bad or FLAGS.preset not in ldp_config.PRESETS or milestones != sorted(set(milestones)) \
-            or milestones[0] < 1:
-        raise app.UsageError(f"--tasks {bad} not in {ldp_config.TASKS}, or --preset="
-                             f"{FLAGS.preset!r} not in {ldp_config.PRESETS}, or --vae_steps="
-                             f"{FLAGS.vae_steps} not increasing positive integers")
-    rows = [r for task in FLAGS.tasks for seed in range(FLAGS.seeds)
-            for r in probe_seed(task, seed, milestones)]
+def write(rows: list):
     os.makedirs(FLAGS.out_dir, exist_ok=True)
     with open(os.path.join(FLAGS.out_dir, "probe.json"), "w") as f:
         json.dump(rows, f, indent=1)
@@ -87,7 +76,23 @@ def main(argv):
               for r in rows]
     with open(os.path.join(FLAGS.out_dir, "probe.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    bad = [t for t in FLAGS.tasks if t not in ldp_config.TASKS]
+    milestones = [int(s) for s in FLAGS.vae_steps]
+    if bad or FLAGS.preset not in ldp_config.PRESETS or milestones != sorted(set(milestones)) \
+            or milestones[0] < 1:
+        raise app.UsageError(f"--tasks {bad} not in {ldp_config.TASKS}, or --preset="
+                             f"{FLAGS.preset!r} not in {ldp_config.PRESETS}, or --vae_steps="
+                             f"{FLAGS.vae_steps} not increasing positive integers")
+    rows = []
+    for task in FLAGS.tasks:
+        for seed in range(FLAGS.seeds):
+            rows += probe_seed(task, seed, milestones)
+            write(rows)   # after every task-seed: a stopped run keeps its finished rows
 
 
 if __name__ == "__main__":
