@@ -18,6 +18,10 @@ Finished runs are reused. Writes table.md, results.json and success.png.
 
   .venv/bin/python experiments/paper/ldp.py --seeds=3 --out_dir=runs/paper/ldp \
       [--dino_wm_dir=runs/paper/dino_wm]
+  # the same rows with 3x the cpu preset's VAE steps (see ldp_probe.py):
+  .venv/bin/python experiments/paper/ldp.py --seeds=3 --tasks=Wall-v0 --variants=ldp,bc \
+      --vae_steps=4500 --out_dir=runs/ldp_vae4500 \
+      --archive=experiments/paper/results/runs/ldp_vae4500
 """
 import os
 
@@ -40,6 +44,8 @@ def define_flags():
     flags.DEFINE_list("variants", list(ldp_config.VARIANTS), "Rows among " + ", ".join(
         ldp_config.VARIANTS))
     flags.DEFINE_string("preset", "cpu", "Preset of every run: " + ", ".join(ldp_config.PRESETS))
+    flags.DEFINE_integer("vae_steps", 0, "vae.steps of every run (0: the preset's); e.g. 4500, "
+                         "which ldp_probe.py finds keeps the agent in the latents.")
     flags.DEFINE_string("datasets", "datasets", "Directory of <task>/{random,scripted}.npz.")
     flags.DEFINE_string("out_dir", "runs/paper/ldp", "Output directory.")
     flags.DEFINE_string("dino_wm_dir", "", "A DINO-WM grid's out_dir: adds its finished 'dino' "
@@ -56,6 +62,8 @@ def run_config(task: str, variant: str, seed: int):
     c.task, c.variant, c.seed = task, variant, seed
     c.dataset.demos = os.path.join(FLAGS.datasets, task, "scripted.npz")
     c.dataset.suboptimal = os.path.join(FLAGS.datasets, task, "random.npz")
+    if FLAGS.vae_steps:
+        c.vae.steps = FLAGS.vae_steps
     return c
 
 
@@ -67,9 +75,9 @@ def main(argv):
     if bad:
         raise app.UsageError(f"{bad} not allowed; variants: {ldp_config.VARIANTS}, tasks: "
                              f"{ldp_config.TASKS}")
-    if FLAGS.preset not in ldp_config.PRESETS or FLAGS.seeds < 1:
+    if FLAGS.preset not in ldp_config.PRESETS or FLAGS.seeds < 1 or FLAGS.vae_steps < 0:
         raise app.UsageError(f"--preset={FLAGS.preset!r} (allowed {ldp_config.PRESETS}), "
-                             f"--seeds={FLAGS.seeds} (>= 1)")
+                             f"--seeds={FLAGS.seeds} (>= 1), --vae_steps={FLAGS.vae_steps} (>= 0)")
     os.makedirs(FLAGS.out_dir, exist_ok=True)
     runs = grid.with_archive(FLAGS.archive, FLAGS.out_dir, lambda: goal_reaching.run_grid(
         FLAGS.tasks, FLAGS.variants, FLAGS.seeds, FLAGS.out_dir, run_config, TRAIN_FN,
