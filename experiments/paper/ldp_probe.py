@@ -12,16 +12,12 @@ import json
 import os
 
 import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
 from absl import app
 from absl import flags
 
 from jaxwm.agents.ldp import config as ldp_config
 from jaxwm.agents.ldp import probe
 from jaxwm.agents.ldp import train as ldp_train
-from jaxwm.models import vae as vae_lib
 
 HELD_OUT = 40
 FLAGS = flags.FLAGS
@@ -44,12 +40,8 @@ def probe_seed(task: str, seed: int, milestones: list) -> list:
     ldp_train.check_config(c)
     demos, subopt = ldp_train.load(c, "demos"), ldp_train.load(c, "suboptimal")
     models = ldp_train.Models(c, demos["action"].shape[-1])
-    k_vae = jax.random.split(jax.random.key(c.seed), 4)[0]   # as in train_and_evaluate
-    params = vae_lib.init(models.vae, k_vae)
-    opt = optax.adam(c.vae.lr)
-    state = ldp_train.State(params, opt.init(params))
-    frames = jnp.asarray(np.concatenate([demos["image"], subopt["image"]], 1).reshape(
-        -1, *demos["image"].shape[2:]))
+    k_vae = ldp_train.stage_keys(c.seed)[0]
+    opt, state, frames = ldp_train.init_vae(models, demos, subopt, k_vae)
     out, done = [], 0
     for steps in milestones:
         state = ldp_train.train_vae(models, opt, state, frames, k_vae, done, steps)

@@ -153,6 +153,20 @@ def take_episodes(arrays: dict, count: int) -> dict:
     return {k: arrays[k][:, :count] for k in ("action", "is_first")}
 
 
+def stage_keys(seed: int) -> tuple:
+    """(k_vae, k_init, k_train, k_eval): the keys of a run's stages."""
+    return tuple(jax.random.split(jax.random.key(seed), 4))
+
+
+def init_vae(models: Models, demos: dict, subopt: dict, key) -> tuple:
+    """(optimizer, State, frames [N, 64, 64, 3]) that stage 1 starts from: every frame of both
+    datasets."""
+    params, opt = vae_lib.init(models.vae, key), optax.adam(models.c.vae.lr)
+    frames = jnp.asarray(np.concatenate([demos["image"], subopt["image"]], 1).reshape(
+        -1, *demos["image"].shape[2:]))
+    return opt, State(params, opt.init(params)), frames
+
+
 def train_vae(models: Models, opt, state: State, frames: jax.Array, key, start: int, stop: int,
               on_chunk=None) -> State:
     """Stage 1 from VAE step `start` to `stop` on random frames [N, 64, 64, 3]; chunk i of
@@ -209,13 +223,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if os.path.exists(eval_path):
         with open(eval_path) as f:
             return json.load(f)
-    key = jax.random.key(c.seed)
-    k_vae, k_init, k_train, k_eval = jax.random.split(key, 4)
+    k_vae, k_init, k_train, k_eval = stage_keys(c.seed)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), 2)
     save_config(c, workdir)
-    vae_params = vae_lib.init(models.vae, k_vae)
-    vae_opt = optax.adam(c.vae.lr)
-    vae_state = State(vae_params, vae_opt.init(vae_params))
+    vae_opt, vae_state, frames = init_vae(models, demos, subopt, k_vae)
     params = models.init(k_init)
     model_opt = optax.adamw(c.train.lr, weight_decay=1e-4)
     state = State(params, model_opt.init(params))
@@ -233,8 +244,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                        keep_records=meta.get("records", 0) if done else 0)
     try:
         # --- stage 1: VAE ----------------------------------------------------------------------
-        frames = jnp.asarray(np.concatenate([demos["image"], subopt["image"]], 1).reshape(
-            -1, *demos["image"].shape[2:]))
         if not done:
             def log(step, metrics):
                 logger.log(step, {f"vae/{k}": v[-1] for k, v in metrics.items()})
