@@ -7,7 +7,8 @@ With JAX's persistent compilation cache off, each row is one ahead-of-time
 `jitted.trace(*args).lower().compile()` of the same function, arguments and static values that
 the agent's host loop calls, split into tracing (Python -> jaxpr), lowering (jaxpr -> StableHLO)
 and XLA compilation; `total` is their sum, i.e. the wall time of `jax.jit(fn).lower(*args).
-compile()` and what a run waits before its first training (acting) step.
+compile()` and what a run waits before its first training (acting) step. XLA's LLVM level is the
+binaries' (`--xla_cpu_optimization_level`, 1 on CPU; -1 measures XLA's default).
 
 Calls: the world-model binary's `make_train_fn` (experiments/configs/world_model.py:cpu, Pong);
 the training closure of `jaxwm.runtime.online.run` and `jax.jit(agent.act)` for Dreamer (cpu)
@@ -49,7 +50,7 @@ from jaxwm.agents.tdmpc.agent import Agent as TDMPCAgent
 from jaxwm.data import replay
 from jaxwm.envs.tasks import family_for_env
 from jaxwm.models.dreamer import WorldModel
-from jaxwm.runtime import online, world_model_training
+from jaxwm.runtime import cli, online, world_model_training
 from jaxwm.runtime.logging import save_benchmark
 
 AGENTS = ("world_model", "dreamer", "plan2explore", "tdmpc", "fowm", "cascade")
@@ -57,6 +58,8 @@ flags.DEFINE_list("agents", list(AGENTS), f"agents to measure, among {AGENTS}")
 flags.DEFINE_list("k_values", [], "extra K (train.grad_steps) values for the world-model "
                   "binary's training call, e.g. 1,2,5,10 (empty: the preset's K only)")
 flags.DEFINE_string("out", "benchmarks/results", "directory for compile_time.json")
+flags.DEFINE_integer("xla_cpu_optimization_level", cli.CPU_OPTIMIZATION_LEVEL,
+                     "XLA's LLVM level on CPU, as the binaries' flag of that name (-1: XLA's)")
 FLAGS = flags.FLAGS
 
 OFFLINE_DATASET_STEPS = 1000   # make_dataset.py's default --data_stage (FOWM's stand-in dataset)
@@ -219,6 +222,7 @@ def agent_rows(agent: str, k_values) -> list:
 
 def main(argv):
     del argv
+    cli.set_cpu_optimization_level(FLAGS.xla_cpu_optimization_level)   # as the binaries
     jax.config.update("jax_enable_compilation_cache", False)  # compile seconds from scratch
     unknown = sorted(set(FLAGS.agents) - set(AGENTS))
     if unknown:
@@ -235,6 +239,7 @@ def main(argv):
           + (f"; over 20 s: {', '.join(r['agent'] + ' ' + r['call'] for r in slow)}"
              if slow else ""))
     save_benchmark(FLAGS.out, "compile_time", {"agents": FLAGS.agents, "k_values": k_values,
+                                               "xla_flags": os.environ.get("XLA_FLAGS", ""),
                                                "rows": rows})
 
 

@@ -82,3 +82,53 @@ def test_make_dataset_takes_its_env_from_the_config(tmp_path):
     from jaxwm.data import datasets
     _, meta = datasets.load(str(tmp_path / "data" / "random.npz"))
     assert meta["env"] == "CartpoleBalance-v1"
+
+
+@pytest.fixture
+def cpu_only(monkeypatch):
+    """A process that has not started a backend, with no XLA_FLAGS and no accelerator."""
+    from jaxwm.runtime import cli
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    monkeypatch.delenv("JAX_PLATFORMS", raising=False)
+    monkeypatch.setattr(cli, "accelerator_installed", lambda: False)
+    monkeypatch.setattr(cli.xla_bridge, "backends_are_initialized", lambda: False)
+    return cli
+
+
+def test_cpu_optimization_level_goes_into_xla_flags_unless_set_or_off(cpu_only, monkeypatch):
+    assert cpu_only.set_cpu_optimization_level(1)
+    assert os.environ["XLA_FLAGS"] == "--xla_backend_optimization_level=1"
+    # a level the user gave in XLA_FLAGS wins; their other flags are kept
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=8 "
+                       "--xla_backend_optimization_level=3")
+    assert not cpu_only.set_cpu_optimization_level(1)
+    assert os.environ["XLA_FLAGS"].endswith("level=3")
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+    assert not cpu_only.set_cpu_optimization_level(-1)            # -1: XLA's default
+    assert cpu_only.set_cpu_optimization_level(1)
+    assert os.environ["XLA_FLAGS"] == ("--xla_force_host_platform_device_count=8 "
+                                       "--xla_backend_optimization_level=1")
+
+
+def test_cpu_optimization_level_leaves_accelerators_alone(cpu_only, monkeypatch):
+    monkeypatch.setattr(cpu_only, "accelerator_installed", lambda: True)
+    assert not cpu_only.set_cpu_optimization_level(1)
+    assert "XLA_FLAGS" not in os.environ
+
+
+def test_accelerator_installed_follows_jax_platforms(monkeypatch):
+    from jaxwm.runtime import cli
+    monkeypatch.setenv("JAX_PLATFORMS", "cuda,cpu")
+    assert cli.accelerator_installed()
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    assert not cli.accelerator_installed()
+
+
+def test_cpu_optimization_level_is_not_claimed_once_a_backend_runs(monkeypatch):
+    import jax
+    from jaxwm.runtime import cli
+    jax.devices()   # XLA has read its flags: a level set now would do nothing
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    monkeypatch.setattr(cli, "accelerator_installed", lambda: False)
+    assert not cli.set_cpu_optimization_level(1)
+    assert "XLA_FLAGS" not in os.environ
