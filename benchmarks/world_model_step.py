@@ -33,7 +33,7 @@ from jaxwm import envs
 from jaxwm.agents.dreamer.config import apply_preset, model_config
 from jaxwm.data import replay
 from jaxwm.models.dreamer import WorldModel
-from jaxwm.runtime import world_model_training
+from jaxwm.runtime import cli, world_model_training
 from jaxwm.runtime.logging import median_seconds, save_benchmark
 
 flags.DEFINE_list("presets", ["smoke", "cpu"],
@@ -47,6 +47,8 @@ flags.DEFINE_integer("matmul", 1024, "size n of the reference n x n f32 matmul")
 flags.DEFINE_string("env", "Pong-v5", "env of the training-loop measurement")
 flags.DEFINE_integer("loop_steps", 100, "timed steps per env of the training loop")
 flags.DEFINE_string("out", "benchmarks/results", "directory for world_model_step.json")
+flags.DEFINE_integer("xla_cpu_optimization_level", cli.CPU_OPTIMIZATION_LEVEL,
+                     "XLA's LLVM level on CPU, as the binaries' flag of that name (-1: XLA's)")
 FLAGS = flags.FLAGS
 
 
@@ -131,6 +133,7 @@ def time_training_loop(preset: str) -> dict:
 
 def main(argv):
     del argv
+    cli.set_cpu_optimization_level(FLAGS.xla_cpu_optimization_level)   # as the binaries
     jax.config.update("jax_enable_compilation_cache", False)  # compile seconds from scratch
     rows, loops = [], []
     for preset in FLAGS.presets:
@@ -164,7 +167,8 @@ def main(argv):
               f"vs {r['collect_only_env_frames_per_s']:.0f} collecting only "
               f"({r['ratio_to_collect_only']:.3f}x)")
     save_benchmark(FLAGS.out, "world_model_step",
-                   {"batch": [FLAGS.seq_len, FLAGS.batch_size], "rows": rows,
+                   {"batch": [FLAGS.seq_len, FLAGS.batch_size],
+                    "xla_flags": os.environ.get("XLA_FLAGS", ""), "rows": rows,
                     "training_loop": loops})
 
 

@@ -18,8 +18,9 @@ def _close(a, b):
 
 
 # the encoder's and decoder's layers (odd sizes crop a row) plus a 1x1 input and odd kernels
+# (12, 4, 2, 16): a phase conv of 8 -> 16 channels, taken as im2col (`conv._conv1`)
 @pytest.mark.parametrize("size,k,c,o", [(64, 4, 1, 3), (31, 4, 3, 5), (6, 4, 4, 2), (9, 3, 2, 3),
-                                        (8, 5, 2, 2)])
+                                        (8, 5, 2, 2), (12, 4, 2, 16)])
 def test_conv_stride2_phase_equals_native(size, k, c, o):
     x = jax.random.normal(jax.random.PRNGKey(0), (2, size, size + 1, c))
     kernel = jax.random.normal(jax.random.PRNGKey(1), (k, k, c, o)) / k
@@ -74,3 +75,20 @@ def test_dreamer_cnn_lowerings_agree():
 def test_bad_lowering_names_allowed_values():
     with pytest.raises(ValueError, match=r"conv_lowering='im2col' is not one of \('auto'"):
         conv.resolve_lowering("im2col")
+
+
+def test_conv_patches_equals_the_stride1_conv():
+    # values and gradients of the im2col form vs XLA's conv, non-square kernel and input
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 7, 6, 3))
+    kernel = jax.random.normal(jax.random.PRNGKey(1), (3, 2, 3, 4))
+    native = _grads(lambda x, w: jax.lax.conv_general_dilated(
+        x, w, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")), x, kernel)
+    patches = _grads(conv.conv_patches, x, kernel)
+    assert patches[0].shape == native[0].shape
+    jax.tree.map(_close, patches, native)
+    # by hand: a 2x2 all-ones kernel on x[h, w] = 10 h + w sums a 2x2 window; at (0, 0) that is
+    # 0 + 1 + 10 + 11 = 22, at (1, 1) 11 + 12 + 21 + 22 = 66
+    grid = (10.0 * jnp.arange(3)[:, None] + jnp.arange(3)[None, :])[None, :, :, None]
+    out = conv.conv_patches(grid, jnp.ones((2, 2, 1, 1)))
+    assert out.shape == (1, 2, 2, 1)
+    assert float(out[0, 0, 0, 0]) == 22.0 and float(out[0, 1, 1, 0]) == 66.0
