@@ -86,7 +86,7 @@ def main(argv):
     if FLAGS.child is not None:
         print("RESULT " + json.dumps(measure_here(FLAGS.preset, FLAGS.repeats)), flush=True)
         return
-    settings = [s for s in FLAGS.settings]
+    settings = list(FLAGS.settings)
     if settings and settings[0] == "default" and settings[-1] != "default":
         settings.append("default")   # the baseline again, to see the load's drift
     base_flags = os.environ.get("XLA_FLAGS", "")
