@@ -48,7 +48,7 @@ from jaxwm.agents.plan2explore.agent import Plan2Explore
 from jaxwm.agents.tdmpc import config as tdmpc_configs
 from jaxwm.agents.tdmpc.agent import Agent as TDMPCAgent
 from jaxwm.data import replay
-from jaxwm.envs.tasks import family_for_env
+from jaxwm.envs.tasks import family_for_env, label_keys
 from jaxwm.models.dreamer import WorldModel
 from jaxwm.runtime import cli, online, world_model_training
 from jaxwm.runtime.logging import save_benchmark
@@ -108,9 +108,8 @@ def env_probe(env_config, seed: int, labeled: bool = False):
     rewards, as in the loops of Plan2Explore and CASCADE."""
     env = online.make_env(env_config, seed)
     family = family_for_env(env_config.name, env) if labeled else None
-    labels = tuple(f"reward/{t}" for t in family.tasks) if family is not None else ()
     first = env.reset()
-    probe = (env.obs_space, env.act_space, replay.env_spec(env, labels),
+    probe = (env.obs_space, env.act_space, replay.env_spec(env, label_keys(family)),
              online.policy_inputs(env, first), first, env.num_envs)
     env.close()
     return probe

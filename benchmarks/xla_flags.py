@@ -46,7 +46,7 @@ def measure_here(preset: str, repeats: int) -> dict:
     from jaxwm.agents.cascade import config as cascade_configs
     from jaxwm.agents.cascade import train
     from jaxwm.data import replay
-    from jaxwm.envs.tasks import family_for_env
+    from jaxwm.envs.tasks import family_for_env, label_keys
 
     jax.config.update("jax_enable_compilation_cache", False)
     config = cascade_configs.get_config(preset)
@@ -54,12 +54,11 @@ def measure_here(preset: str, repeats: int) -> dict:
     env = envs.make(config.env.name, config.env.num_envs, config.seed,
                     **dict(config.env.overrides))
     family = family_for_env(config.env.name, env)
-    labels = tuple(f"reward/{t}" for t in family.tasks) if family is not None else ()
     learner = train.Learner(config, env.obs_space, env.act_space)
     key = jax.random.PRNGKey(config.seed)
     state = jax.jit(learner.init)(key)
     steps_per_env = d.steps_per_deployment // config.env.num_envs
-    replay_state = replay.init(replay.env_spec(env, labels),
+    replay_state = replay.init(replay.env_spec(env, label_keys(family)),
                                (d.deployments + 1) * steps_per_env, config.env.num_envs)
     coverage = train.Coverage(learner.cascade_config.population)
     coverage.start_deployment()

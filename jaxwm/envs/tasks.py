@@ -104,6 +104,11 @@ def make_family(name: str, env=None):
     return WalkerTasks(repeat)
 
 
+def label_keys(family) -> tuple:
+    """Replay keys `reward/<task>` of a family's labels; () for None (no family)."""
+    return tuple(f"reward/{t}" for t in family.tasks) if family is not None else ()
+
+
 def family_for_env(env_name: str, env=None):
     """The task family whose labels fit environment `env_name`, or None: walker tasks for
     'dmc:walker_*', the game score for Atari ('*-v5') and Craftax, none for MiniGrid or other

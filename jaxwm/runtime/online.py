@@ -30,6 +30,7 @@ import numpy as np
 
 from jaxwm import envs
 from jaxwm.data import replay
+from jaxwm.envs.tasks import label_keys
 from jaxwm.runtime import sharding
 from jaxwm.runtime.checkpoint import Checkpointer
 from jaxwm.runtime.logging import RunLogger, save_config, to_python
@@ -239,9 +240,8 @@ def run(agent, env_fn: Callable, config: ml_collections.ConfigDict, workdir: str
     c = config.run
     check_run_config(c)
     mesh = sharding.make_mesh(c.num_devices) if c.num_devices > 1 else None
-    label_keys = tuple(f"reward/{t}" for t in labeler.tasks) if labeler is not None else ()
     env = env_fn(0)
-    spec = replay.env_spec(env, label_keys)
+    spec = replay.env_spec(env, label_keys(labeler))
     key = jax.random.PRNGKey(config.seed)
     key, key_init = jax.random.split(key)
     agent_state = jax.jit(agent.init)(key_init)

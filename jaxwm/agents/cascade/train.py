@@ -39,7 +39,7 @@ from jaxwm.behaviors.cascade import Cascade, PopulationState, check_config
 from jaxwm.behaviors.plan2explore import Disagreement, one_step_pairs
 from jaxwm.data import replay
 from jaxwm.envs import jax_native
-from jaxwm.envs.tasks import family_for_env
+from jaxwm.envs.tasks import family_for_env, label_keys
 from jaxwm.models import rssm
 from jaxwm.models.dreamer import WorldModel
 from jaxwm.runtime import sharding, zero_shot
@@ -389,8 +389,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, progress: bool = True,
         probe.close()
         learner = Learner(config, obs_space, act_space)
         check_saved_config(config, workdir, EXTENDABLE)
-    labels = tuple(f"reward/{t}" for t in family.tasks) if family is not None else ()
-    spec = replay.env_spec(probe, labels)
+    spec = replay.env_spec(probe, label_keys(family))
     steps_per_env = d.steps_per_deployment // config.env.num_envs
     capacity = (d.deployments + 1) * steps_per_env        # all data is kept
     mesh = sharding.make_mesh(d.num_devices) if d.num_devices > 1 else None
