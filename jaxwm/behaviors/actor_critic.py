@@ -199,11 +199,28 @@ def critic_loss(out: jax.Array, returns: jax.Array, weights: jax.Array,
 
 # --- action distributions --------------------------------------------------------------------
 
+@jax.custom_jvp
+def _ndtri(p):
+    """Inverse Normal CDF with its exact derivative d ndtri(p) / dp = 1 / phi(ndtri(p)).
+
+    Same values as `jax.scipy.special.ndtri`, whose derivative JAX would otherwise take through
+    its piecewise rational approximation: in a population update of the walker explorers that
+    backward graph alone cost ~3 s of XLA compile time (benchmarks/README.md)."""
+    return ndtri(p)
+
+
+@_ndtri.defjvp
+def _ndtri_jvp(primals, tangents):
+    (p,), (dp,) = primals, tangents
+    z = ndtri(p)
+    return z, dp * jnp.sqrt(2.0 * jnp.pi) * jnp.exp(0.5 * jnp.square(z))
+
+
 def _trunc_normal_sample(key, mean, std):
     """Reparameterized sample of N(mean, std) truncated to [-1, 1] (inverse-CDF method)."""
     lo, hi = ndtr((-1.0 - mean) / std), ndtr((1.0 - mean) / std)
     u = jax.random.uniform(key, mean.shape)
-    x = mean + std * ndtri(jnp.clip(lo + u * (hi - lo), 1e-6, 1.0 - 1e-6))
+    x = mean + std * _ndtri(jnp.clip(lo + u * (hi - lo), 1e-6, 1.0 - 1e-6))
     return x + sg(jnp.clip(x, -1.0, 1.0) - x)
 
 

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.stats
 
 from jaxwm.agents.dreamer.config import (apply_behavior_preset, apply_preset, behavior_config,
                                          model_config)
@@ -290,6 +291,20 @@ def test_trunc_normal_log_prob_normalizes():
     xs = jnp.linspace(-1, 1, 20001)
     density = jnp.exp(ac_lib._trunc_normal_log_prob(xs, mean, std))
     np.testing.assert_allclose(jnp.trapezoid(density, xs), 1.0, rtol=1e-4)
+
+
+def test_ndtri_derivative_is_exact():
+    # ndtri(0.5) = 0, so d ndtri / dp = 1 / phi(0) = sqrt(2 pi) = 2.50663 exactly. Elsewhere the
+    # custom derivative 1 / phi(ndtri(p)) must match JAX's derivative of the approximation and
+    # scipy's float64 1 / phi(Phi^-1(p)).
+    grad = jax.vmap(jax.grad(ac_lib._ndtri))
+    p = jnp.array([0.5, 1e-6, 0.02, 0.3, 0.9, 1.0 - 1e-6])
+    g = grad(p)
+    np.testing.assert_allclose(g[0], np.sqrt(2 * np.pi), rtol=1e-6)
+    np.testing.assert_array_equal(ac_lib._ndtri(p), ac_lib.ndtri(p))
+    np.testing.assert_allclose(g, jax.vmap(jax.grad(ac_lib.ndtri))(p), rtol=2e-3)
+    z = np.array([scipy.stats.norm.ppf(x) for x in np.asarray(p, np.float64)])
+    np.testing.assert_allclose(g, 1.0 / scipy.stats.norm.pdf(z), rtol=1e-4)
 
 
 def test_act_discrete_returns_ints():
