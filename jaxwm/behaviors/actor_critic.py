@@ -204,8 +204,8 @@ def _ndtri(p):
     """Inverse Normal CDF with its exact derivative d ndtri(p) / dp = 1 / phi(ndtri(p)).
 
     Same values as `jax.scipy.special.ndtri`, whose derivative JAX would otherwise take through
-    its piecewise rational approximation: in a population update of the walker explorers that
-    backward graph alone cost ~3 s of XLA compile time (benchmarks/README.md)."""
+    its piecewise rational approximation: that backward graph cost ~1 s of the walker
+    explorers' training-call compile (benchmarks/README.md)."""
     return ndtri(p)
 
 
