@@ -199,6 +199,11 @@ def critic_loss(out: jax.Array, returns: jax.Array, weights: jax.Array,
 
 # --- action distributions --------------------------------------------------------------------
 
+def _normal_pdf(x):
+    """phi(x), the standard Normal density."""
+    return jnp.exp(-0.5 * x ** 2) / jnp.sqrt(2 * jnp.pi)
+
+
 @jax.custom_jvp
 def _ndtri(p):
     """Inverse Normal CDF with its exact derivative d ndtri(p) / dp = 1 / phi(ndtri(p)).
@@ -213,7 +218,7 @@ def _ndtri(p):
 def _ndtri_jvp(primals, tangents):
     (p,), (dp,) = primals, tangents
     z = ndtri(p)
-    return z, dp * jnp.sqrt(2.0 * jnp.pi) * jnp.exp(0.5 * jnp.square(z))
+    return z, dp / _normal_pdf(z)
 
 
 def _trunc_normal_sample(key, mean, std):
@@ -239,10 +244,9 @@ def _trunc_normal_entropy(mean, std):
     """log(sqrt(2 pi e) std Z) + (a phi(a) - b phi(b)) / (2 Z) for the [-1, 1] truncation."""
     log_z, lo, hi = _trunc_normal_log_z(mean, std)
     a, b = (-1.0 - mean) / std, (1.0 - mean) / std
-    phi = lambda x: jnp.exp(-0.5 * x ** 2) / jnp.sqrt(2 * jnp.pi)  # noqa: E731
     z = jnp.maximum(hi - lo, 1e-6)
     return (0.5 * jnp.log(2 * jnp.pi * jnp.e) + jnp.log(std) + log_z
-            + (a * phi(a) - b * phi(b)) / (2 * z))
+            + (a * _normal_pdf(a) - b * _normal_pdf(b)) / (2 * z))
 
 
 def _normal_log_prob(x, mean, std):
