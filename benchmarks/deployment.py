@@ -8,13 +8,14 @@ B, in the same run.
 
 Both use the `cpu` CASCADE preset's world model and population (B members, 2 env slots per
 member) with symbolic 'vector' observations (Craftax: 1345-d, 100-step episodes); env frames/s =
-steps per env x envs / seconds, median of `repeats` rounds after a warm-up call of each
-(compiles); a round runs the on-device loop, the host loop and acting alone once each, in turn,
-so that a drift in the machine's speed does not enter the ratios. Also, same run: the population's acting alone (`Learner._act`: encoder, RSSM filter step and
-actors, the same steps in one compiled `lax.scan` over a recorded rollout of the JAX-native env
-under random actions, no env, no replay), which both loops contain; acting-only / host is the
-ceiling of the on-device / host ratio. (The observations change from step to step: on a
-fixed one, XLA hoists the encoder out of the loop, and acting measured 1.15-1.2x faster.)
+steps per env x envs / seconds. Also, same run: the population's acting alone (`Learner._act`:
+encoder, RSSM filter step and actors, the same steps in one compiled `lax.scan` over a recorded
+rollout of the JAX-native env under random actions, no env, no replay), which both loops
+contain; acting-only / host is the ceiling of the on-device / host ratio. (The observations
+change from step to step: on a fixed one, XLA hoists the encoder out of the loop, and acting
+measured 1.15-1.2x faster.) Median of `repeats` rounds after a warm-up call of each (compiles);
+a round runs the on-device loop, the host loop and acting alone once each, in turn, so that a
+drift in the machine's speed does not enter the ratios.
 Printed and saved as deployment.json.
 """
 import time
@@ -53,10 +54,12 @@ def setup(name: str, population: int) -> tuple:
     return env, learner, jax.jit(learner.init)(jax.random.PRNGKey(0))
 
 
-def deployment(name: str, population: int, steps: int):
+def deployment(name: str, population: int, steps: int, opened: list):
     """(one deployment as a callable, env frames per call): `cascade_train.deploy` with the
-    frozen population on the env `name` (on-device loop when it is JAX-native)."""
+    frozen population on the env `name` (on-device loop when it is JAX-native); the env is
+    appended to `opened` for the caller to close."""
     env, learner, state = setup(name, population)
+    opened.append(env)
     params = (state.wm.params, state.population.members.actor.params)
     holder = {"replay": replay.init(replay.env_spec(env), steps, env.num_envs), "calls": 0}
 
@@ -119,10 +122,13 @@ def main(argv):
     for game in FLAGS.games:
         native, envpool_name = GAMES[game]
         for b in map(int, FLAGS.populations):
+            opened = []
             fps = interleaved_frames_per_second(
-                {"device": deployment(native, b, FLAGS.steps),
-                 "host": deployment(envpool_name, b, FLAGS.steps),
+                {"device": deployment(native, b, FLAGS.steps, opened),
+                 "host": deployment(envpool_name, b, FLAGS.steps, opened),
                  "acting": acting(native, b, FLAGS.steps)}, FLAGS.repeats)
+            for env in opened:
+                env.close()
             device, host, act = fps["device"], fps["host"], fps["acting"]
             rows.append({"game": game, "population": b, "envs": 2 * b,
                          "on_device_frames_per_s": device, "host_envpool_frames_per_s": host,
